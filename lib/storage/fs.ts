@@ -1,0 +1,201 @@
+import { randomBytes } from "node:crypto";
+import { link, mkdir, open, opendir, rename, rm, stat, unlink } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { Readable } from "node:stream";
+import { notFound, StorageError, type StorageOperation } from "./errors.js";
+import { assertValidKey, assertValidPrefix } from "./keys.js";
+import type { Body, ObjectInfo, Storage } from "./types.js";
+
+/** Where writes in progress live; on the same filesystem as the root, so rename is atomic. */
+const PARTIAL_DIR = ".partial";
+
+/**
+ * Objects as files under `root`. A write goes to a temp file, is fsynced, then renamed
+ * into place (litestream's file replica): a crash never leaves a half-written object
+ * under its real name. A key and a longer key that uses it as a folder (`a` and `a/b`)
+ * cannot both exist, as on any filesystem.
+ */
+export function fsStorage(root: string): Storage {
+  const driver = "fs";
+
+  function pathOf(operation: StorageOperation, key: string): string {
+    assertValidKey(driver, operation, key);
+    if (key === PARTIAL_DIR || key.startsWith(`${PARTIAL_DIR}/`)) {
+      throw new StorageError(`fs: invalid key ${JSON.stringify(key)}: ${PARTIAL_DIR}/ is reserved for writes in progress`, {
+        driver,
+        operation,
+        key,
+        kind: "invalid_key",
+        status: 400,
+      });
+    }
+    return join(root, ...key.split("/"));
+  }
+
+  function fail(operation: StorageOperation, key: string, err: unknown): never {
+    if (err instanceof StorageError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" && (operation === "get" || operation === "head")) throw notFound(driver, operation, key);
+    throw new StorageError(`fs: ${operation} "${key}" failed: ${(err as Error).message}`, {
+      driver,
+      operation,
+      key,
+      kind: code === "ENOSPC" || code === "EACCES" || code === "EROFS" ? "unavailable" : "failed",
+      cause: err,
+    });
+  }
+
+  /** Streams the body into a fsynced temp file; returns its path. Removes it on failure. */
+  async function writeTemp(body: Body): Promise<string> {
+    const dir = join(root, PARTIAL_DIR);
+    await mkdir(dir, { recursive: true });
+    const tmp = join(dir, `${Date.now()}-${randomBytes(6).toString("hex")}`);
+    const handle = await open(tmp, "wx", 0o644);
+    try {
+      if (body instanceof Uint8Array) {
+        await handle.write(body);
+      } else {
+        const reader = body.getReader();
+        try {
+          while (true) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            await handle.write(value);
+          }
+        } finally {
+          reader.releaseLock();
+        }
+      }
+      await handle.sync();
+      await handle.close();
+    } catch (err) {
+      await handle.close().catch(() => {});
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    return tmp;
+  }
+
+  async function syncDir(dir: string): Promise<void> {
+    const handle = await open(dir, "r");
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async function* walk(dir: string, keyPrefix: string): AsyncGenerator<ObjectInfo> {
+    let entries;
+    try {
+      entries = await opendir(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ENOTDIR") return;
+      throw err;
+    }
+    for await (const entry of entries) {
+      if (keyPrefix === "" && entry.name === PARTIAL_DIR) continue;
+      const key = keyPrefix + entry.name;
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) {
+        yield* walk(path, `${key}/`);
+      } else if (entry.isFile()) {
+        const info = await stat(path).catch(() => null); // deleted while listing: skip
+        if (info) yield { key, size: info.size, lastModified: info.mtime };
+      }
+    }
+  }
+
+  return {
+    driver,
+    capabilities: { atomicPutIfAbsent: true },
+
+    async put(key, body) {
+      const path = pathOf("put", key);
+      try {
+        const tmp = await writeTemp(body);
+        await mkdir(dirname(path), { recursive: true });
+        await rename(tmp, path);
+        await syncDir(dirname(path));
+      } catch (err) {
+        fail("put", key, err);
+      }
+    },
+
+    async putIfAbsent(key, body) {
+      const path = pathOf("putIfAbsent", key);
+      try {
+        await stat(path);
+        if (!(body instanceof Uint8Array)) await body.cancel();
+        return false;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") fail("putIfAbsent", key, err);
+      }
+      try {
+        const tmp = await writeTemp(body);
+        try {
+          await mkdir(dirname(path), { recursive: true });
+          // link(2) fails with EEXIST when the name is taken: the atomic "if absent",
+          // and the object appears complete, like rename.
+          await link(tmp, path);
+          await syncDir(dirname(path));
+          return true;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+          throw err;
+        } finally {
+          await unlink(tmp).catch(() => {});
+        }
+      } catch (err) {
+        fail("putIfAbsent", key, err);
+      }
+    },
+
+    async get(key) {
+      const path = pathOf("get", key);
+      try {
+        const handle = await open(path, "r");
+        const nodeStream = handle.createReadStream({ highWaterMark: 256 * 1024 });
+        return Readable.toWeb(nodeStream) as unknown as ReadableStream<Uint8Array>;
+      } catch (err) {
+        fail("get", key, err);
+      }
+    },
+
+    async head(key) {
+      const path = pathOf("head", key);
+      try {
+        const info = await stat(path);
+        if (!info.isFile()) throw Object.assign(new Error("not a file"), { code: "ENOENT" });
+        return { size: info.size, lastModified: info.mtime };
+      } catch (err) {
+        fail("head", key, err);
+      }
+    },
+
+    async *list(prefix) {
+      assertValidPrefix(driver, prefix);
+      // Walk only the deepest folder the prefix names in full, then filter by the rest.
+      const slash = prefix.lastIndexOf("/");
+      const folder = slash < 0 ? "" : prefix.slice(0, slash + 1);
+      const start = folder === "" ? root : join(root, ...folder.slice(0, -1).split("/"));
+      try {
+        for await (const info of walk(start, folder)) {
+          if (info.key.startsWith(prefix)) yield info;
+        }
+      } catch (err) {
+        fail("list", prefix, err);
+      }
+    },
+
+    async delete(key) {
+      const path = pathOf("delete", key);
+      try {
+        await unlink(path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") fail("delete", key, err);
+      }
+    },
+  };
+}
+

@@ -1,0 +1,66 @@
+import { notFound } from "./errors.js";
+import { assertValidKey, assertValidPrefix } from "./keys.js";
+import { bodyToStream, readAll } from "./streams.js";
+import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
+
+interface StoredObject {
+  bytes: Uint8Array;
+  lastModified: Date;
+}
+
+/** Objects held in a Map: for tests and dry runs. Writes are atomic (buffer, then set). */
+export function memoryStorage(): Storage {
+  const driver = "memory";
+  const objects = new Map<string, StoredObject>();
+
+  async function put(key: string, body: Body): Promise<void> {
+    assertValidKey(driver, "put", key);
+    const bytes = body instanceof Uint8Array ? body.slice() : await readAll(bodyToStream(body));
+    objects.set(key, { bytes, lastModified: new Date() });
+  }
+
+  function lookup(operation: "get" | "head", key: string): StoredObject {
+    assertValidKey(driver, operation, key);
+    const object = objects.get(key);
+    if (!object) throw notFound(driver, operation, key);
+    return object;
+  }
+
+  return {
+    driver,
+    capabilities: { atomicPutIfAbsent: true },
+    put,
+    async putIfAbsent(key, body) {
+      assertValidKey(driver, "putIfAbsent", key);
+      // Claim the key synchronously, so concurrent callers see it before any await.
+      if (objects.has(key)) return false;
+      const placeholder = { bytes: new Uint8Array(0), lastModified: new Date() };
+      objects.set(key, placeholder);
+      try {
+        const bytes = body instanceof Uint8Array ? body.slice() : await readAll(body);
+        objects.set(key, { bytes, lastModified: new Date() });
+        return true;
+      } catch (err) {
+        if (objects.get(key) === placeholder) objects.delete(key);
+        throw err;
+      }
+    },
+    async get(key) {
+      return bodyToStream(lookup("get", key).bytes.slice());
+    },
+    async head(key): Promise<ObjectStat> {
+      const object = lookup("head", key);
+      return { size: object.bytes.byteLength, lastModified: object.lastModified };
+    },
+    async *list(prefix): AsyncIterable<ObjectInfo> {
+      assertValidPrefix(driver, prefix);
+      for (const [key, object] of [...objects]) {
+        if (key.startsWith(prefix)) yield { key, size: object.bytes.byteLength, lastModified: object.lastModified };
+      }
+    },
+    async delete(key) {
+      assertValidKey(driver, "delete", key);
+      objects.delete(key);
+    },
+  };
+}

@@ -1,0 +1,26 @@
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { expect, it } from "vitest";
+import { fsStorage } from "../../lib/storage/fs.js";
+import { storageConformance, failingStream } from "./conformance.js";
+
+storageConformance({
+  name: "fs",
+  create: async () => {
+    const root = await mkdtemp(join(tmpdir(), "storage-fs-"));
+    return { storage: fsStorage(root), cleanup: () => rm(root, { recursive: true, force: true }) };
+  },
+});
+
+it("fs: a failed write leaves no temp file behind and none is listed", async () => {
+  const root = await mkdtemp(join(tmpdir(), "storage-fs-"));
+  try {
+    const storage = fsStorage(root);
+    await expect(storage.put("a/b", failingStream(3 * 1024 * 1024))).rejects.toThrow(/injected failure/);
+    expect(await readdir(join(root, ".partial"))).toEqual([]);
+    await expect(storage.put(".partial/x", new Uint8Array(1))).rejects.toThrow(/reserved/);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
