@@ -1,0 +1,230 @@
+import { ChromaRequestError, ChromaUnavailableError } from "../errors.js";
+import { canonicalJson, parseRawJson, RawNumber, topLevelMembers, type RawJson } from "../json/raw-json.js";
+import type { RecordBatch } from "../snapshot/records.js";
+
+export interface ChromaConfig {
+  /** e.g. `http://127.0.0.1:8000` */
+  url: string;
+  tenant?: string;
+  database?: string;
+  apiKey?: string;
+  /** Per-request timeout; a request that takes longer fails as unavailable. */
+  timeoutMs?: number;
+  fetch?: typeof fetch;
+}
+
+export interface CollectionInfo {
+  id: string;
+  name: string;
+  /** Canonical JSON text of the collection metadata (`null` when none). */
+  metadataJson: string;
+  /** Canonical JSON text of the configuration exactly as the server reports it. */
+  configurationJson: string;
+  dimension: number | null;
+}
+
+const RECORD_FIELDS = ["embeddings", "documents", "metadatas", "uris"];
+
+/**
+ * Chroma's REST API (v2), for records and collections.
+ *
+ * Hand-written over fetch rather than through the `chromadb` client because the client
+ * parses with JSON.parse (a metadata float `2.0` comes back as the int `2`), rejects
+ * null documents and empty metadata that Chroma itself stores, and tries to instantiate
+ * each collection's embedding function. A backup must copy what the server holds, so it
+ * reads and writes the server's own JSON. It also runs unchanged on Workers.
+ */
+export class ChromaRest {
+  readonly url: string;
+  readonly tenant: string;
+  readonly database: string;
+  private readonly apiKey: string | undefined;
+  private readonly timeoutMs: number;
+  private readonly fetchImpl: typeof fetch;
+  private maxBatch: number | undefined;
+
+  constructor(config: ChromaConfig) {
+    this.url = config.url.replace(/\/+$/, "");
+    this.tenant = config.tenant ?? "default_tenant";
+    this.database = config.database ?? "default_database";
+    this.apiKey = config.apiKey;
+    this.timeoutMs = config.timeoutMs ?? 120_000;
+    this.fetchImpl = config.fetch ?? ((input, init) => fetch(input, init));
+  }
+
+  private get base(): string {
+    return `${this.url}/api/v2/tenants/${encodeURIComponent(this.tenant)}/databases/${encodeURIComponent(this.database)}`;
+  }
+
+  /** Sends a request and returns the response text; maps failures to typed errors. */
+  private async request(method: string, path: string, body?: string, allow404 = false): Promise<string | null> {
+    const headers: Record<string, string> = { accept: "application/json" };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    if (this.apiKey) headers["x-chroma-token"] = this.apiKey;
+    let response: Response;
+    try {
+      response = await this.fetchImpl(`${path.startsWith("/api") ? this.url : this.base}${path}`, {
+        method,
+        headers,
+        body,
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (err) {
+      throw new ChromaUnavailableError(`Chroma at ${this.url} is unreachable: ${(err as Error).message}`, { url: this.url }, { cause: err });
+    }
+    const text = await response.text().catch((err: unknown) => {
+      throw new ChromaUnavailableError(`Chroma at ${this.url} dropped the response: ${(err as Error).message}`, { url: this.url }, { cause: err });
+    });
+    if (response.ok) return text;
+    if (response.status === 404 && allow404) return null;
+    const detail = text.slice(0, 500);
+    if (response.status >= 500 || response.status === 429) {
+      throw new ChromaUnavailableError(`Chroma at ${this.url} failed ${method} ${path}: ${response.status} ${detail}`, { url: this.url, status: response.status });
+    }
+    throw new ChromaRequestError(`Chroma refused ${method} ${path}: ${response.status} ${detail}`, response.status);
+  }
+
+  async heartbeat(): Promise<void> {
+    await this.request("GET", "/api/v2/heartbeat");
+  }
+
+  async version(): Promise<string> {
+    return JSON.parse((await this.request("GET", "/api/v2/version"))!) as string;
+  }
+
+  /** The most records one add/upsert may carry. */
+  async maxBatchSize(): Promise<number> {
+    if (this.maxBatch === undefined) {
+      const checks = JSON.parse((await this.request("GET", "/api/v2/pre-flight-checks"))!) as { max_batch_size?: number };
+      this.maxBatch = checks.max_batch_size && checks.max_batch_size > 0 ? checks.max_batch_size : 1000;
+    }
+    return this.maxBatch;
+  }
+
+  async listCollections(): Promise<CollectionInfo[]> {
+    const out: CollectionInfo[] = [];
+    const pageSize = 100;
+    for (let offset = 0; ; offset += pageSize) {
+      const page = parseRawJson((await this.request("GET", `/collections?limit=${pageSize}&offset=${offset}`))!);
+      if (!Array.isArray(page)) throw new ChromaRequestError("Chroma listed collections in an unexpected shape", 502);
+      out.push(...page.map(toCollectionInfo));
+      if (page.length < pageSize) return out;
+    }
+  }
+
+  async getCollection(name: string): Promise<CollectionInfo | null> {
+    const text = await this.request("GET", `/collections/${encodeURIComponent(name)}`, undefined, true);
+    return text === null ? null : toCollectionInfo(parseRawJson(text));
+  }
+
+  async createCollection(name: string, metadataJson: string, configurationJson: string): Promise<CollectionInfo> {
+    const body = `{"name":${JSON.stringify(name)},"metadata":${emptyToNull(metadataJson)},"configuration":${configurationJson}}`;
+    return toCollectionInfo(parseRawJson((await this.request("POST", "/collections", body))!));
+  }
+
+  /** Deletes by name; a missing collection is not an error. */
+  async deleteCollection(name: string): Promise<void> {
+    await this.request("DELETE", `/collections/${encodeURIComponent(name)}`, undefined, true);
+  }
+
+  async renameCollection(id: string, newName: string): Promise<void> {
+    await this.request("PUT", `/collections/${id}`, JSON.stringify({ new_name: newName }));
+  }
+
+  async count(id: string): Promise<number> {
+    return JSON.parse((await this.request("GET", `/collections/${id}/count`))!) as number;
+  }
+
+  /** One page of records, in the server's stable order. */
+  async getRecords(id: string, offset: number, limit: number): Promise<RecordBatch> {
+    const body = JSON.stringify({ limit, offset, include: RECORD_FIELDS });
+    return parseGetResponse((await this.request("POST", `/collections/${id}/get`, body))!);
+  }
+
+  /** Writes records with `add` (into a fresh collection) or `upsert` (merging). */
+  async writeRecords(id: string, batch: RecordBatch, mode: "add" | "upsert"): Promise<void> {
+    await this.request("POST", `/collections/${id}/${mode}`, writeBody(batch));
+  }
+}
+
+function emptyToNull(json: string): string {
+  return json === "{}" ? "null" : json;
+}
+
+function toCollectionInfo(raw: RawJson): CollectionInfo {
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw) || raw instanceof RawNumber || typeof raw.id !== "string" || typeof raw.name !== "string") {
+    throw new ChromaRequestError("Chroma described a collection in an unexpected shape", 502);
+  }
+  const dimension = raw.dimension;
+  return {
+    id: raw.id,
+    name: raw.name,
+    metadataJson: canonicalJson(raw.metadata ?? null),
+    configurationJson: canonicalJson(raw.configuration_json ?? null),
+    dimension: dimension instanceof RawNumber ? Number(dimension.text) : null,
+  };
+}
+
+/**
+ * Splits the response into members first: the embeddings (the bulk) go through the
+ * native JSON.parse, the metadatas through the number-preserving parser.
+ */
+export function parseGetResponse(text: string): RecordBatch {
+  const members = topLevelMembers(text);
+  const ids = JSON.parse(members.get("ids") ?? "[]") as string[];
+  const n = ids.length;
+  const rawEmbeddings = JSON.parse(members.get("embeddings") ?? "null") as (number[] | null)[] | null;
+  let dim = 0;
+  if (rawEmbeddings) for (const e of rawEmbeddings) if (e && e.length > dim) dim = e.length;
+  const embeddings = new Float32Array(n * dim);
+  if (rawEmbeddings) {
+    rawEmbeddings.forEach((e, i) => {
+      if (!e || e.length !== dim) {
+        throw new ChromaRequestError(`record ${JSON.stringify(ids[i])} has an embedding of ${e?.length ?? 0} dimensions, not ${dim}`, 502);
+      }
+      embeddings.set(e, i * dim);
+    });
+  }
+  const column = <T>(name: string): T[] => {
+    const parsed = JSON.parse(members.get(name) ?? "null") as T[] | null;
+    return parsed ?? new Array<T>(n).fill(null as T);
+  };
+  const metadataText = members.get("metadatas") ?? "null";
+  const rawMetadatas = parseRawJson(metadataText);
+  const metadatas = Array.isArray(rawMetadatas) ? rawMetadatas.map(canonicalJson) : new Array<string>(n).fill("null");
+  const batch = { ids, dim, embeddings, documents: column<string | null>("documents"), uris: column<string | null>("uris"), metadatas };
+  if (batch.documents.length !== n || batch.uris.length !== n || metadatas.length !== n) {
+    throw new ChromaRequestError("Chroma returned columns of different lengths", 502);
+  }
+  return batch;
+}
+
+function base64(bytes: Uint8Array): string {
+  const B = (globalThis as { Buffer?: { from(b: ArrayBufferLike, o: number, l: number): { toString(e: string): string } } }).Buffer;
+  if (B) return B.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+/**
+ * The add/upsert body. Embeddings go as base64 float32 (what the official client sends
+ * when the server supports it: exact, and far smaller than decimal text); metadata as its
+ * stored JSON text, so floats keep their type.
+ */
+export function writeBody(batch: RecordBatch): string {
+  const embeddings: string[] = [];
+  if (batch.dim > 0) {
+    for (let i = 0; i < batch.ids.length; i++) {
+      const bytes = new Uint8Array(batch.embeddings.buffer, batch.embeddings.byteOffset + i * batch.dim * 4, batch.dim * 4);
+      embeddings.push(`"${base64(bytes)}"`);
+    }
+  }
+  return (
+    `{"ids":${JSON.stringify(batch.ids)},` +
+    `"embeddings":${batch.dim > 0 ? `[${embeddings.join(",")}]` : "null"},` +
+    `"documents":${JSON.stringify(batch.documents)},` +
+    `"uris":${JSON.stringify(batch.uris)},` +
+    `"metadatas":[${batch.metadatas.join(",")}]}`
+  );
+}

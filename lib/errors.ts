@@ -1,0 +1,59 @@
+/**
+ * The domain's typed errors. lib/ throws these (and StorageError); the HTTP layer maps
+ * them to the API's JSON errors in one place.
+ */
+export class BackupError extends Error {
+  override name = "BackupError";
+  constructor(
+    message: string,
+    readonly details?: unknown,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** The caller asked for something malformed (a bad id, an unknown option). */
+export class InvalidRequestError extends BackupError {
+  override name = "InvalidRequestError";
+}
+
+/** An unknown snapshot id (or collection in a snapshot). */
+export class NotFoundError extends BackupError {
+  override name = "NotFoundError";
+}
+
+/** Another backup or prune holds the lock. */
+export class ConflictError extends BackupError {
+  override name = "ConflictError";
+}
+
+/** A checksum, size or decode failure in data read back from storage. */
+export class SnapshotCorruptError extends BackupError {
+  override name = "SnapshotCorruptError";
+  constructor(
+    message: string,
+    readonly chunk: string | null,
+    readonly collection: string | null,
+    options?: { cause?: unknown },
+  ) {
+    super(message, { chunk, collection }, options);
+  }
+}
+
+/** Chroma could not be reached, or failed in a way that is not the caller's fault. */
+export class ChromaUnavailableError extends BackupError {
+  override name = "ChromaUnavailableError";
+}
+
+/** Chroma refused a request (a 4xx from Chroma): the data or the request is at fault. */
+export class ChromaRequestError extends BackupError {
+  override name = "ChromaRequestError";
+  constructor(
+    message: string,
+    readonly status: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, { status }, options);
+  }
+}

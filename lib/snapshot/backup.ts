@@ -1,0 +1,339 @@
+import type { ChromaRest, CollectionInfo } from "../chroma/rest.js";
+import { InvalidRequestError } from "../errors.js";
+import { isNotFound } from "../storage/errors.js";
+import { readAll } from "../storage/streams.js";
+import type { Storage } from "../storage/types.js";
+import { readCatalog, forEachLimited } from "./catalog.js";
+import { chunkKey, decodeDigests, digestsKey, encodeChunk, encodeDigests, sha256Hex } from "./chunk.js";
+import { FORMAT_VERSION, manifestKey, newSnapshotId, serializeManifest, type ChunkRef, type CollectionEntry, type Manifest } from "./manifest.js";
+import { concatBatches, recordDigests, sliceBatch, type RecordBatch } from "./records.js";
+
+export interface ProgressEvent {
+  collection: string;
+  records: number;
+  totalRecords: number;
+  bytes: number;
+}
+
+export interface SnapshotOptions {
+  /** Names of the collections to include; all when omitted. */
+  collections?: string[];
+  tag?: string | null;
+  onProgress?: (event: ProgressEvent) => void;
+  /** Records per read from Chroma. */
+  pageSize?: number;
+  /** A chunk ends at a content-defined boundary once it holds this much... */
+  chunkMinBytes?: number;
+  /** ...and at this size regardless. */
+  chunkMaxBytes?: number;
+  uploadConcurrency?: number;
+  compressionLevel?: 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9;
+  now?: () => Date;
+}
+
+/** A previous chunk whose records are dropped once fewer than this share of them is still live. */
+const COMPACT_BELOW_LIVE_FRACTION = 0.5;
+/** One record in `BOUNDARY_ODDS` (by a hash of its id) may end a chunk. */
+const BOUNDARY_ODDS = 64;
+
+/**
+ * Takes a snapshot of Chroma into `storage` and commits it by writing the manifest last.
+ *
+ * Every record is read from Chroma; a record whose digest is already in the previous
+ * snapshot of the same collection stays where it is (its chunk is referenced again),
+ * and only new or changed records are written, into new chunks. A previous chunk's
+ * records that are gone or changed are listed in its `drop`; once fewer than half of a
+ * chunk's records are live, its survivors are written afresh (compaction).
+ */
+export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options: SnapshotOptions = {}): Promise<Manifest> {
+  const now = options.now ?? (() => new Date());
+  const started = now();
+  const id = newSnapshotId(started);
+  const [version, all, catalog] = await Promise.all([chroma.version().catch(() => null), chroma.listCollections(), readCatalog(storage)]);
+  const selected = selectCollections(all, options.collections);
+  const previous = catalog.snapshots[0] ?? null;
+  const known = new Set<string>();
+  for (const m of catalog.snapshots) for (const c of m.collections) for (const ref of c.chunks) known.add(ref.hash);
+
+  const uploader = new Uploader(storage, known, options.uploadConcurrency ?? 4);
+  const entries: CollectionEntry[] = [];
+  const warnings: string[] = [];
+  for (const collection of selected) {
+    const prevEntry = previous?.collections.find((c) => c.name === collection.name) ?? null;
+    const entry = await snapshotCollection(chroma, collection, prevEntry, storage, uploader, options, warnings);
+    entries.push(entry);
+  }
+  await uploader.drain();
+
+  const manifest: Manifest = {
+    format: FORMAT_VERSION,
+    id,
+    createdAt: started.toISOString(),
+    durationMs: 0,
+    tag: options.tag ?? null,
+    chroma: { url: chroma.url, version, tenant: chroma.tenant, database: chroma.database },
+    collections: entries,
+    records: entries.reduce((n, c) => n + c.records, 0),
+    bytes: entries.reduce((n, c) => n + c.bytes, 0),
+    newBytes: 0,
+    warnings,
+  };
+  // The manifest's own size counts as new bytes; two passes settle the digits.
+  manifest.durationMs = Math.max(0, now().getTime() - started.getTime());
+  let bytes = await serializeManifest({ ...manifest, newBytes: uploader.newBytes });
+  manifest.newBytes = uploader.newBytes + bytes.byteLength;
+  bytes = await serializeManifest(manifest);
+  manifest.newBytes = uploader.newBytes + bytes.byteLength;
+  bytes = await serializeManifest(manifest);
+  await storage.put(manifestKey(id), bytes);
+  return manifest;
+}
+
+function selectCollections(all: CollectionInfo[], names: string[] | undefined): CollectionInfo[] {
+  if (!names) return all.sort((a, b) => a.name.localeCompare(b.name));
+  const missing = names.filter((n) => !all.some((c) => c.name === n));
+  if (missing.length > 0) throw new InvalidRequestError(`no such collection in Chroma: ${missing.join(", ")}`, { missing });
+  return names.map((n) => all.find((c) => c.name === n)!);
+}
+
+/** Where each record of the previous snapshot lives, by digest. */
+interface PreviousIndex {
+  refs: ChunkRef[];
+  /** Per usable ref: which of its records this snapshot still has. */
+  kept: (Uint8Array | null)[];
+  byDigest: Map<string, { ref: number; index: number }>;
+}
+
+async function indexPrevious(storage: Storage, prev: CollectionEntry | null): Promise<PreviousIndex> {
+  const refs = prev?.chunks ?? [];
+  const index: PreviousIndex = { refs, kept: refs.map(() => null), byDigest: new Map() };
+  await forEachLimited(refs, 8, async (ref, r) => {
+    const drop = new Set(ref.drop ?? []);
+    if (ref.records - drop.size < ref.records * COMPACT_BELOW_LIVE_FRACTION) return;
+    let digests: Uint8Array | null = null;
+    try {
+      digests = await decodeDigests(await readAll(await storage.get(digestsKey(ref.hash)), 8 + ref.records * 16 + 32), ref.records);
+    } catch (err) {
+      if (!isNotFound(err) && !(err instanceof RangeError)) throw err;
+    }
+    if (!digests) return; // no usable sidecar: this chunk's records are written afresh
+    index.kept[r] = new Uint8Array(ref.records);
+    for (let i = 0; i < ref.records; i++) {
+      if (!drop.has(i)) index.byDigest.set(hex(digests.subarray(i * 16, i * 16 + 16)), { ref: r, index: i });
+    }
+  });
+  return index;
+}
+
+async function snapshotCollection(
+  chroma: ChromaRest,
+  collection: CollectionInfo,
+  prevEntry: CollectionEntry | null,
+  storage: Storage,
+  uploader: Uploader,
+  options: SnapshotOptions,
+  warnings: string[],
+): Promise<CollectionEntry> {
+  const pageSize = options.pageSize ?? 1000;
+  const [previous, recordsAtStart] = await Promise.all([indexPrevious(storage, prevEntry), chroma.count(collection.id)]);
+  const chunker = new Chunker(options.chunkMinBytes ?? 1024 * 1024, options.chunkMaxBytes ?? 8 * 1024 * 1024);
+  const newRefs: ChunkRef[] = [];
+  const seen = new Set<string>();
+  let dim = collection.dimension ?? 0;
+  let read = 0;
+  let bytesRead = 0;
+
+  const emit = async (batch: RecordBatch, digests: Uint8Array) => {
+    const encoded = encodeChunk(batch, options.compressionLevel ?? 6);
+    const hash = await sha256Hex(encoded.bytes);
+    newRefs.push({ hash, records: encoded.records, bytes: encoded.bytes.byteLength, decodedBytes: encoded.decodedBytes });
+    await uploader.add(hash, encoded.bytes, digests);
+  };
+
+  let next: Promise<RecordBatch> | null = chroma.getRecords(collection.id, 0, pageSize);
+  for (let offset = 0; next; offset += pageSize) {
+    const page: RecordBatch = await next;
+    // Read ahead while this page is hashed, encoded and uploaded.
+    next = page.ids.length === pageSize ? chroma.getRecords(collection.id, offset + pageSize, pageSize) : null;
+    next?.catch(() => {}); // a failure surfaces when awaited
+    if (page.ids.length === 0) break;
+    if (dim === 0) dim = page.dim;
+    const digests = await recordDigests(page);
+    for (let i = 0; i < page.ids.length; i++) {
+      const key = hex(digests.subarray(i * 16, i * 16 + 16));
+      if (seen.has(key)) continue; // offsets shifted under concurrent writes: read twice
+      seen.add(key);
+      const prev = previous.byDigest.get(key);
+      if (prev) {
+        previous.kept[prev.ref]![prev.index] = 1;
+        continue;
+      }
+      const full = chunker.push(page, i, digests.subarray(i * 16, i * 16 + 16));
+      if (full) await emit(full.batch, full.digests);
+    }
+    read += page.ids.length;
+    bytesRead += page.embeddings.byteLength;
+    options.onProgress?.({ collection: collection.name, records: read, totalRecords: recordsAtStart, bytes: bytesRead });
+  }
+  const last = chunker.flush();
+  if (last) await emit(last.batch, last.digests);
+
+  const recordsAtEnd = await chroma.count(collection.id);
+  if (recordsAtEnd !== recordsAtStart || read !== recordsAtEnd) {
+    warnings.push(
+      `collection ${collection.name} changed during the backup: ${recordsAtStart} records at the start, ${recordsAtEnd} at the end, ${read} read`,
+    );
+  }
+
+  const refs: ChunkRef[] = [];
+  previous.refs.forEach((ref, r) => {
+    const kept = previous.kept[r];
+    if (!kept) return;
+    const drop: number[] = [];
+    for (let i = 0; i < ref.records; i++) if (!kept[i]) drop.push(i);
+    if (drop.length === ref.records) return;
+    refs.push(drop.length > 0 ? { hash: ref.hash, records: ref.records, bytes: ref.bytes, decodedBytes: ref.decodedBytes, drop } : { hash: ref.hash, records: ref.records, bytes: ref.bytes, decodedBytes: ref.decodedBytes });
+  });
+  refs.push(...newRefs);
+  return {
+    name: collection.name,
+    id: collection.id,
+    metadataJson: collection.metadataJson,
+    configurationJson: collection.configurationJson,
+    dimension: dim || null,
+    records: refs.reduce((n, ref) => n + ref.records - (ref.drop?.length ?? 0), 0),
+    recordsAtStart,
+    recordsAtEnd,
+    bytes: refs.reduce((n, ref) => n + ref.bytes, 0),
+    chunks: refs,
+  };
+}
+
+function hex(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** FNV-1a over the id's UTF-16 code units: a cheap, stable hash for chunk boundaries. */
+function idHash(id: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) {
+    h ^= id.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/**
+ * Groups new records into chunks with content-defined boundaries: after `minBytes`, a
+ * chunk ends at the first record whose id hashes to a boundary, so the same records cut
+ * the same way in any snapshot; `maxBytes` caps it. Holds at most one chunk of records.
+ */
+class Chunker {
+  private parts: RecordBatch[] = [];
+  private digestParts: Uint8Array[] = [];
+  private runStart = -1;
+  private runPage: RecordBatch | null = null;
+  private runDigests: Uint8Array[] = [];
+  private bytes = 0;
+
+  constructor(
+    private readonly minBytes: number,
+    private readonly maxBytes: number,
+  ) {}
+
+  push(page: RecordBatch, i: number, digest: Uint8Array): { batch: RecordBatch; digests: Uint8Array } | null {
+    // Consecutive records of one page are kept as one slice.
+    if (this.runPage !== page || this.runStart + this.runLength() !== i) this.closeRun(page, i);
+    this.runDigests.push(digest);
+    this.bytes += page.dim * 4 + page.ids[i]!.length + (page.documents[i]?.length ?? 0) + (page.uris[i]?.length ?? 0) + page.metadatas[i]!.length + 16;
+    const boundary = this.bytes >= this.maxBytes || (this.bytes >= this.minBytes && idHash(page.ids[i]!) % BOUNDARY_ODDS === 0);
+    return boundary ? this.flush() : null;
+  }
+
+  flush(): { batch: RecordBatch; digests: Uint8Array } | null {
+    this.closeRun(null, -1);
+    if (this.parts.length === 0) return null;
+    const batch = concatBatches(this.parts);
+    const digests = new Uint8Array(this.digestParts.reduce((n, d) => n + d.byteLength, 0));
+    let o = 0;
+    for (const d of this.digestParts) {
+      digests.set(d, o);
+      o += d.byteLength;
+    }
+    this.parts = [];
+    this.digestParts = [];
+    this.bytes = 0;
+    return { batch, digests };
+  }
+
+  private runLength(): number {
+    return this.runDigests.length;
+  }
+
+  private closeRun(page: RecordBatch | null, start: number): void {
+    if (this.runPage && this.runDigests.length > 0) {
+      // Copy out of the page so the page itself can be collected.
+      const slice = sliceBatch(this.runPage, this.runStart, this.runStart + this.runDigests.length);
+      this.parts.push({ ...slice, embeddings: slice.embeddings.slice() });
+      for (const d of this.runDigests) this.digestParts.push(d.slice());
+    }
+    this.runPage = page;
+    this.runStart = start;
+    this.runDigests = [];
+  }
+}
+
+/**
+ * Uploads chunks with bounded concurrency (so memory holds a few chunks at most), skips
+ * chunks the store already has, and counts the bytes it really wrote.
+ */
+class Uploader {
+  newBytes = 0;
+  private inflight = new Set<Promise<void>>();
+  private failure: { error: unknown } | null = null;
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly known: Set<string>,
+    private readonly limit: number,
+  ) {}
+
+  async add(hash: string, bytes: Uint8Array, digests: Uint8Array): Promise<void> {
+    while (this.inflight.size >= this.limit) await Promise.race(this.inflight);
+    if (this.failure) throw this.failure.error;
+    if (this.known.has(hash)) return;
+    this.known.add(hash);
+    const task = this.store(hash, bytes, digests).catch((error: unknown) => {
+      this.failure ??= { error };
+    });
+    const tracked = task.finally(() => this.inflight.delete(tracked));
+    this.inflight.add(tracked);
+  }
+
+  async drain(): Promise<void> {
+    await Promise.all(this.inflight);
+    if (this.failure) throw this.failure.error;
+  }
+
+  private async store(hash: string, bytes: Uint8Array, digests: Uint8Array): Promise<void> {
+    const exists = async (key: string) =>
+      this.storage.head(key).then(
+        () => true,
+        (err: unknown) => {
+          if (isNotFound(err)) return false;
+          throw err;
+        },
+      );
+    if (!(await exists(chunkKey(hash)))) {
+      await this.storage.put(chunkKey(hash), bytes);
+      this.newBytes += bytes.byteLength;
+    }
+    if (!(await exists(digestsKey(hash)))) {
+      const sidecar = await encodeDigests(digests);
+      await this.storage.put(digestsKey(hash), sidecar);
+      this.newBytes += sidecar.byteLength;
+    }
+  }
+}

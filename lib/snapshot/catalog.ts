@@ -1,0 +1,79 @@
+import { NotFoundError, SnapshotCorruptError } from "../errors.js";
+import { isNotFound } from "../storage/errors.js";
+import { readAll } from "../storage/streams.js";
+import type { Storage } from "../storage/types.js";
+import { isSnapshotId, manifestKey, parseManifest, type Manifest } from "./manifest.js";
+
+/** Manifests are small; a bigger one is not ours. */
+const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
+
+/** The ids of committed snapshots (those whose manifest exists), unordered. */
+export async function listSnapshotIds(storage: Storage): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const info of storage.list("snapshots/")) {
+    const match = /^snapshots\/(.+)\.json$/.exec(info.key);
+    if (match && isSnapshotId(match[1]!)) ids.push(match[1]!);
+  }
+  return ids;
+}
+
+/** Reads and checks one manifest. Unknown id: NotFoundError; damaged: SnapshotCorruptError. */
+export async function readManifest(storage: Storage, id: string): Promise<Manifest> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readAll(await storage.get(manifestKey(id)), MAX_MANIFEST_BYTES);
+  } catch (err) {
+    if (isNotFound(err)) throw new NotFoundError(`no snapshot ${id}`);
+    if (err instanceof RangeError) throw new SnapshotCorruptError(`manifest of snapshot ${id} is larger than ${MAX_MANIFEST_BYTES} bytes`, null, null);
+    throw err;
+  }
+  return parseManifest(bytes, id);
+}
+
+export interface Catalog {
+  /** Newest first. */
+  snapshots: Manifest[];
+  /** Manifests that failed their checks; never used, always reported. */
+  damaged: { id: string; error: string }[];
+}
+
+export async function readCatalog(storage: Storage): Promise<Catalog> {
+  const ids = await listSnapshotIds(storage);
+  const snapshots: Manifest[] = [];
+  const damaged: Catalog["damaged"] = [];
+  await forEachLimited(ids, 8, async (id) => {
+    try {
+      snapshots.push(await readManifest(storage, id));
+    } catch (err) {
+      if (err instanceof SnapshotCorruptError) damaged.push({ id, error: err.message });
+      else if (!(err instanceof NotFoundError)) throw err; // deleted while listing: gone
+    }
+  });
+  snapshots.sort(newestFirst);
+  return { snapshots, damaged };
+}
+
+export function newestFirst(a: Manifest, b: Manifest): number {
+  return a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
+}
+
+/** `latest` or an id to a manifest; `latest` with no snapshot is a NotFoundError. */
+export async function resolveSnapshot(storage: Storage, idOrLatest: string): Promise<Manifest> {
+  if (idOrLatest !== "latest") return readManifest(storage, idOrLatest);
+  const { snapshots } = await readCatalog(storage);
+  if (!snapshots[0]) throw new NotFoundError("no snapshot in the store");
+  return snapshots[0];
+}
+
+/** Runs `fn` over `items` with at most `width` at once. */
+export async function forEachLimited<T>(items: readonly T[], width: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(width, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        await fn(items[i]!, i);
+      }
+    }),
+  );
+}

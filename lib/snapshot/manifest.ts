@@ -1,0 +1,140 @@
+import * as v from "valibot";
+import { InvalidRequestError, SnapshotCorruptError } from "../errors.js";
+import { sha256Hex } from "./chunk.js";
+
+export const FORMAT_VERSION = 1;
+
+const hash = v.pipe(v.string(), v.regex(/^[0-9a-f]{64}$/));
+const count = v.pipe(v.number(), v.integer(), v.minValue(0));
+
+const ChunkRefSchema = v.object({
+  hash,
+  records: count,
+  /** Size as stored. */
+  bytes: count,
+  decodedBytes: count,
+  /** Indexes (in chunk order) of records not part of this snapshot: deleted or changed since the chunk was written. */
+  drop: v.optional(v.array(count)),
+});
+
+const CollectionSchema = v.object({
+  name: v.string(),
+  id: v.string(),
+  metadataJson: v.string(),
+  configurationJson: v.string(),
+  dimension: v.nullable(count),
+  records: count,
+  recordsAtStart: count,
+  recordsAtEnd: count,
+  bytes: count,
+  chunks: v.array(ChunkRefSchema),
+});
+
+export const ManifestSchema = v.object({
+  format: v.literal(FORMAT_VERSION),
+  id: v.string(),
+  createdAt: v.string(),
+  durationMs: count,
+  tag: v.nullable(v.string()),
+  chroma: v.object({ url: v.string(), version: v.nullable(v.string()), tenant: v.string(), database: v.string() }),
+  collections: v.array(CollectionSchema),
+  records: count,
+  bytes: count,
+  newBytes: count,
+  warnings: v.array(v.string()),
+});
+
+export type ChunkRef = v.InferOutput<typeof ChunkRefSchema>;
+export type CollectionEntry = v.InferOutput<typeof CollectionSchema>;
+export type Manifest = v.InferOutput<typeof ManifestSchema>;
+
+export interface SnapshotSummary {
+  id: string;
+  createdAt: string;
+  tag: string | null;
+  collections: number;
+  records: number;
+  bytes: number;
+  newBytes: number;
+  durationMs: number;
+}
+
+export function summarize(m: Manifest): SnapshotSummary {
+  return {
+    id: m.id,
+    createdAt: m.createdAt,
+    tag: m.tag,
+    collections: m.collections.length,
+    records: m.records,
+    bytes: m.bytes,
+    newBytes: m.newBytes,
+    durationMs: m.durationMs,
+  };
+}
+
+const SNAPSHOT_ID = /^\d{8}T\d{6}Z-[0-9a-f]{4}$/;
+
+export function isSnapshotId(id: string): boolean {
+  return SNAPSHOT_ID.test(id);
+}
+
+/** `20261124T021530Z-3f9a`: sorts by time, safe as a storage key. */
+export function newSnapshotId(at: Date): string {
+  const stamp = at.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+  const random = Array.from(crypto.getRandomValues(new Uint8Array(2)), (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${stamp}-${random}`;
+}
+
+export function manifestKey(id: string): string {
+  if (!isSnapshotId(id)) throw new InvalidRequestError(`"${id}" is not a snapshot id (expected e.g. 20261124T021530Z-3f9a)`);
+  return `snapshots/${id}.json`;
+}
+
+/**
+ * The stored form: `{"checksum":"sha256:<hex>","manifest":<body>}`, where the checksum
+ * covers the body's exact bytes, so it can be checked without re-serializing.
+ */
+const PREFIX = '{"checksum":"sha256:';
+const PREFIX_LENGTH = PREFIX.length + 64 + '","manifest":'.length;
+
+export async function serializeManifest(manifest: Manifest): Promise<Uint8Array> {
+  const body = JSON.stringify(manifest);
+  const sum = await sha256Hex(new TextEncoder().encode(body));
+  return new TextEncoder().encode(`${PREFIX}${sum}","manifest":${body}}`);
+}
+
+/** Parses a stored manifest, checking its checksum, shape and that it is the one asked for. */
+export async function parseManifest(bytes: Uint8Array, expectedId: string): Promise<Manifest> {
+  const corrupt = (why: string): never => {
+    throw new SnapshotCorruptError(`manifest of snapshot ${expectedId}: ${why}`, null, null);
+  };
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return corrupt("not UTF-8");
+  }
+  if (!text.startsWith(PREFIX) || !text.endsWith("}") || text.length < PREFIX_LENGTH + 2) corrupt("not a manifest");
+  const stated = text.slice(PREFIX.length, PREFIX.length + 64);
+  const body = text.slice(PREFIX_LENGTH, -1);
+  if ((await sha256Hex(new TextEncoder().encode(body))) !== stated) corrupt("checksum mismatch (the manifest was altered or damaged)");
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    return corrupt("not JSON");
+  }
+  const result = v.safeParse(ManifestSchema, parsed);
+  if (!result.success) {
+    const version = (parsed as { format?: unknown })?.format;
+    if (typeof version === "number" && version > FORMAT_VERSION) corrupt(`format version ${version} is newer than this service reads (${FORMAT_VERSION}); upgrade chroma-backup`);
+    return corrupt(`unexpected shape: ${v.summarize(result.issues)}`);
+  }
+  if (result.output.id !== expectedId) corrupt(`it describes snapshot ${result.output.id}`);
+  for (const c of result.output.collections) {
+    for (const ref of c.chunks) {
+      if (ref.drop?.some((i) => i >= ref.records)) corrupt(`collection ${c.name}: chunk ${ref.hash} drops a record it does not have`);
+    }
+  }
+  return result.output;
+}

@@ -1,0 +1,131 @@
+import type { ChromaRest, CollectionInfo } from "../chroma/rest.js";
+import { BackupError, InvalidRequestError, NotFoundError } from "../errors.js";
+import type { Storage } from "../storage/types.js";
+import type { ProgressEvent } from "./backup.js";
+import type { CollectionEntry, Manifest } from "./manifest.js";
+import { fetchVerifiedChunk, readChunk } from "./read-chunk.js";
+import { filterBatch, sliceBatch, type RecordBatch } from "./records.js";
+
+export interface RestoreOptions {
+  /** Collections of the snapshot to restore; all when omitted. */
+  collections?: string[];
+  /** Restore a collection under another name: `{ from: to }`. */
+  rename?: Record<string, string>;
+  /** `replace`: the collection is rebuilt to hold exactly the snapshot. `merge`: upsert into what is there. */
+  mode?: "replace" | "merge";
+  onProgress?: (event: ProgressEvent) => void;
+  /** Chunks downloaded and decoded ahead of the writes. */
+  prefetch?: number;
+  /** add/upsert requests in flight at once. */
+  writeConcurrency?: number;
+}
+
+export interface RestoredCollection {
+  name: string;
+  from: string;
+  records: number;
+}
+
+/** Which collections a restore touches, under which names; checks the request first. */
+export function planRestore(manifest: Manifest, options: Pick<RestoreOptions, "collections" | "rename">): { entry: CollectionEntry; target: string }[] {
+  const names = options.collections ?? manifest.collections.map((c) => c.name);
+  const missing = names.filter((n) => !manifest.collections.some((c) => c.name === n));
+  if (missing.length > 0) throw new NotFoundError(`snapshot ${manifest.id} has no collection ${missing.join(", ")}`, { missing });
+  const rename = options.rename ?? {};
+  const unknownRenames = Object.keys(rename).filter((n) => !names.includes(n));
+  if (unknownRenames.length > 0) throw new InvalidRequestError(`rename names collections that are not being restored: ${unknownRenames.join(", ")}`);
+  const plan = names.map((n) => ({ entry: manifest.collections.find((c) => c.name === n)!, target: rename[n] ?? n }));
+  const targets = new Set(plan.map((p) => p.target));
+  if (targets.size !== plan.length) throw new InvalidRequestError("two collections would be restored under the same name");
+  return plan;
+}
+
+/**
+ * Restores collections of a snapshot into Chroma.
+ *
+ * `replace` builds each collection aside under a temporary name and swaps it in only
+ * when every chunk verified and the record count matches: a corrupt chunk or a failure
+ * half way leaves the existing collection as it was. `merge` first verifies every chunk
+ * of the collection (so nothing is written from a damaged snapshot), then upserts.
+ */
+export async function restoreSnapshot(chroma: ChromaRest, storage: Storage, manifest: Manifest, options: RestoreOptions = {}): Promise<RestoredCollection[]> {
+  const plan = planRestore(manifest, options);
+  const restored: RestoredCollection[] = [];
+  for (const { entry, target } of plan) {
+    if ((options.mode ?? "replace") === "merge") await mergeCollection(chroma, storage, entry, target, options);
+    else await replaceCollection(chroma, storage, entry, target, options);
+    restored.push({ name: target, from: entry.name, records: entry.records });
+  }
+  return restored;
+}
+
+function asideName(target: string): string {
+  const suffix = `.restore-${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+  return target.slice(0, 512 - suffix.length) + suffix;
+}
+
+async function replaceCollection(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, target: string, options: RestoreOptions): Promise<void> {
+  const aside = await chroma.createCollection(asideName(target), entry.metadataJson, entry.configurationJson);
+  try {
+    await writeRecords(chroma, storage, entry, aside, "add", options);
+    const count = await chroma.count(aside.id);
+    if (count !== entry.records) {
+      throw new BackupError(`collection ${entry.name}: Chroma holds ${count} records after the restore, the snapshot has ${entry.records}`);
+    }
+    await chroma.deleteCollection(target);
+    await chroma.renameCollection(aside.id, target);
+  } catch (err) {
+    await chroma.deleteCollection(aside.name).catch(() => {});
+    throw err;
+  }
+}
+
+async function mergeCollection(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, target: string, options: RestoreOptions): Promise<void> {
+  for (const ref of entry.chunks) await fetchVerifiedChunk(storage, ref, entry.name);
+  const existing = (await chroma.getCollection(target)) ?? (await chroma.createCollection(target, entry.metadataJson, entry.configurationJson));
+  await writeRecords(chroma, storage, entry, existing, "upsert", options);
+}
+
+/**
+ * Streams the collection's chunks into Chroma: downloads and decodes run `prefetch`
+ * chunks ahead of the writes, and writes go in batches no larger than the server takes.
+ */
+async function writeRecords(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, into: CollectionInfo, mode: "add" | "upsert", options: RestoreOptions): Promise<void> {
+  const maxBatch = await chroma.maxBatchSize();
+  const prefetch = Math.max(1, options.prefetch ?? 2);
+  const writeLimit = Math.max(1, options.writeConcurrency ?? 2);
+  const load = (i: number): Promise<RecordBatch> => {
+    const ref = entry.chunks[i]!;
+    const drop = new Set(ref.drop ?? []);
+    const loaded = readChunk(storage, ref, entry.name).then((batch) => (drop.size > 0 ? filterBatch(batch, (r) => !drop.has(r)) : batch));
+    loaded.catch(() => {}); // surfaces when awaited
+    return loaded;
+  };
+  const queue: Promise<RecordBatch>[] = [];
+  for (let i = 0; i < Math.min(prefetch, entry.chunks.length); i++) queue.push(load(i));
+  const inflight = new Set<Promise<void>>();
+  const state: { failure: { error: unknown } | null } = { failure: null };
+  let written = 0;
+  for (let i = 0; i < entry.chunks.length; i++) {
+    const batch = await queue.shift()!;
+    if (i + prefetch < entry.chunks.length) queue.push(load(i + prefetch));
+    for (let start = 0; start < batch.ids.length; start += maxBatch) {
+      while (inflight.size >= writeLimit) await Promise.race(inflight);
+      if (state.failure) throw state.failure.error;
+      const part = sliceBatch(batch, start, Math.min(batch.ids.length, start + maxBatch));
+      const task: Promise<void> = chroma
+        .writeRecords(into.id, part, mode)
+        .then(() => {
+          written += part.ids.length;
+          options.onProgress?.({ collection: entry.name, records: written, totalRecords: entry.records, bytes: 0 });
+        })
+        .catch((error: unknown) => {
+          state.failure ??= { error };
+        })
+        .finally(() => inflight.delete(task));
+      inflight.add(task);
+    }
+  }
+  await Promise.all(inflight);
+  if (state.failure) throw state.failure.error;
+}

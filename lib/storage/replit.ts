@@ -1,0 +1,338 @@
+import { createHash } from "node:crypto";
+import { Readable } from "node:stream";
+import type { Bucket, File } from "@google-cloud/storage";
+import { Client } from "@replit/object-storage";
+import { isTransientStatus, notFound, StorageError, type StorageOperation } from "./errors.js";
+import { assertValidKey, assertValidPrefix } from "./keys.js";
+import { isTransient, withRetry, type RetryOptions } from "./retry.js";
+import type { ObjectInfo, ObjectStat, Storage } from "./types.js";
+
+export interface ReplitStorageOptions {
+  /** The bucket to use. Without it the client asks the Replit sidecar for the default one. */
+  bucketId?: string;
+  retry?: RetryOptions;
+}
+
+/** GCS's own maximum page size for object listings. */
+const PAGE_SIZE = 1000;
+
+/** @replit/object-storage 1.0.0 keeps the @google-cloud/storage Bucket it wraps here. */
+interface ClientInternals {
+  getBucket(): Promise<Bucket>;
+}
+
+interface Connection {
+  client: Client;
+  bucket: Bucket;
+}
+
+const NETWORK_MESSAGE = /ECONNRESET|ECONNREFUSED|ETIMEDOUT|EPIPE|EAI_AGAIN|socket hang up|network/i;
+
+/** The HTTP status behind any of the error shapes the two libraries produce. */
+function statusOf(err: unknown): number | undefined {
+  if (typeof err !== "object" || err === null) return undefined;
+  const e = err as { statusCode?: unknown; code?: unknown; status?: unknown; response?: { status?: unknown } };
+  for (const value of [e.statusCode, e.code, e.status, e.response?.status]) {
+    if (typeof value === "number" && value >= 100 && value < 600) return value;
+  }
+  return undefined;
+}
+
+function messageOf(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  if (typeof err === "object" && err !== null && typeof (err as { message?: unknown }).message === "string") {
+    return (err as { message: string }).message;
+  }
+  return String(err);
+}
+
+const md5Base64 = (bytes: Uint8Array) => createHash("md5").update(bytes).digest("base64");
+
+/**
+ * Replit Object Storage through `@replit/object-storage`, which wraps a Google Cloud
+ * Storage bucket. The client's results (`{ok:false}`) and errors become `StorageError`s.
+ *
+ * The client opens the bucket (bucket id or the sidecar's default, credentials) and
+ * deletes. Where its API falls short this driver uses the `@google-cloud/storage` Bucket
+ * it wraps: its `list()` returns names only and loads the whole listing in one go; it has
+ * no metadata call and no preconditions; `uploadFromBytes` makes two requests (resumable)
+ * and drops the HTTP status when the session request fails; `uploadFromStream` pipes with
+ * `.pipe()`, so a failing source leaves its promise pending forever and the upload
+ * request open. The library's own retries are switched off: `withRetry` is the one retry
+ * layer, and only around calls that can be repeated.
+ */
+export function replitStorage(options: ReplitStorageOptions = {}): Storage {
+  const driver = "replit";
+  let connecting: Promise<Connection> | undefined;
+
+  function toError(operation: StorageOperation, key: string, err: unknown): StorageError {
+    if (err instanceof StorageError) return err;
+    const status = statusOf(err);
+    if (status === 404 && (operation === "get" || operation === "head")) return notFound(driver, operation, key);
+    const retryable = status !== undefined ? isTransientStatus(status) : isTransient(err) || NETWORK_MESSAGE.test(messageOf(err));
+    return new StorageError(`replit: ${operation} "${key}" failed${status ? ` (HTTP ${status})` : ""}: ${messageOf(err)}`, {
+      driver,
+      operation,
+      key,
+      kind: retryable ? "unavailable" : "failed",
+      status,
+      retryable,
+      cause: err,
+    });
+  }
+
+  /**
+   * The client and its bucket, created on first use: after `STORAGE_EMULATOR_HOST` is set,
+   * and with the client's init promise awaited at once (it rejects, off Replit and
+   * without a bucket id, and would otherwise be an unhandled rejection).
+   */
+  async function connect(operation: StorageOperation, key: string): Promise<Connection> {
+    connecting ??= (async () => {
+      const client = new Client({ bucketId: options.bucketId });
+      const bucket = await (client as unknown as ClientInternals).getBucket();
+      // The library retries on its own (3 times, 1 s backoff and up); withRetry is the one layer.
+      bucket.storage.retryOptions.maxRetries = 0;
+      return { client, bucket };
+    })();
+    const attempt = connecting;
+    try {
+      return await attempt;
+    } catch (err) {
+      if (connecting === attempt) connecting = undefined; // a failed init is not cached
+      throw new StorageError(`replit: cannot open the bucket: ${messageOf(err)}`, {
+        driver,
+        operation,
+        key,
+        kind: "unavailable",
+        retryable: true,
+        cause: err,
+      });
+    }
+  }
+
+  /** Runs a repeatable call with retries, mapping every failure to a StorageError. */
+  function retried<T>(operation: StorageOperation, key: string, fn: (c: Connection, attempt: number) => Promise<T>): Promise<T> {
+    return withRetry(async (attempt) => {
+      const connection = await connect(operation, key);
+      try {
+        return await fn(connection, attempt);
+      } catch (err) {
+        throw toError(operation, key, err);
+      }
+    }, options.retry);
+  }
+
+  /** One multipart request; with `ifAbsent`, GCS creates the object only if there is none. */
+  async function saveBytes(file: File, bytes: Uint8Array, ifAbsent: boolean): Promise<void> {
+    await file.save(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
+      resumable: false,
+      ...(ifAbsent ? { preconditionOpts: { ifGenerationMatch: 0 } } : {}),
+    });
+  }
+
+  /**
+   * A stream goes up through a resumable session: the session is opened by the library
+   * (authenticated, retried), then the bytes go in one PUT to the session URI, which is
+   * its own credential. The PUT is our own fetch so that a failing body aborts it: the
+   * session is never finalized and no object appears (the library's write stream, when
+   * destroyed, leaves its request hanging open instead). Resolves false when `ifAbsent`
+   * and the object exists, at the session's start or at its end.
+   */
+  async function streamUpload(operation: StorageOperation, key: string, body: ReadableStream<Uint8Array>, ifAbsent: boolean): Promise<boolean> {
+    let uri: string;
+    let file: File;
+    try {
+      [uri, file] = await retried(operation, key, async ({ bucket }) => {
+        const target = bucket.file(key);
+        const [sessionUri] = await target.createResumableUpload(ifAbsent ? { preconditionOpts: { ifGenerationMatch: 0 } } : {});
+        return [sessionUri, target] as const;
+      });
+    } catch (err) {
+      await body.cancel().catch(() => {});
+      if (ifAbsent && (err as StorageError).status === 412) return false;
+      throw err;
+    }
+
+    const reader = body.getReader();
+    const md5 = createHash("md5");
+    let sourceError: unknown;
+    const tapped = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          sourceError = err ?? new Error("body stream failed");
+          controller.error(sourceError);
+          return;
+        }
+        if (chunk.done) return controller.close();
+        md5.update(chunk.value);
+        controller.enqueue(chunk.value);
+      },
+      cancel: (reason) => reader.cancel(reason),
+    });
+
+    let response: Response;
+    try {
+      response = await fetch(uri, {
+        method: "PUT",
+        // What the library sends for a single-request upload of unknown length.
+        headers: { "content-range": "bytes 0-*/*" },
+        body: tapped,
+        duplex: "half",
+      } as RequestInit);
+    } catch (err) {
+      await reader.cancel().catch(() => {});
+      if (sourceError !== undefined) {
+        throw new StorageError(`replit: ${operation} "${key}" failed: the body stream failed: ${messageOf(sourceError)}`, {
+          driver,
+          operation,
+          key,
+          cause: sourceError,
+        });
+      }
+      throw toError(operation, key, err);
+    }
+
+    const text = await response.text().catch(() => "");
+    if (response.status === 412 && ifAbsent) return false;
+    if (response.status !== 200 && response.status !== 201) {
+      let message = text || response.statusText;
+      try {
+        message = (JSON.parse(text) as { error?: { message?: string } }).error?.message ?? message;
+      } catch {
+        // not JSON: keep the text
+      }
+      throw toError(operation, key, { status: response.status, message });
+    }
+    // The library checks what it uploads against the stored hash; so do we.
+    const stored = JSON.parse(text) as { md5Hash?: string; generation?: string };
+    const sent = md5.digest("base64");
+    if (stored.md5Hash !== undefined && stored.md5Hash !== sent) {
+      await file.delete({ ifGenerationMatch: stored.generation }).catch(() => {});
+      throw new StorageError(`replit: ${operation} "${key}" failed: stored md5 ${stored.md5Hash} does not match the sent ${sent}`, {
+        driver,
+        operation,
+        key,
+        retryable: true,
+        kind: "unavailable",
+      });
+    }
+    return true;
+  }
+
+  return {
+    driver,
+    // GCS checks ifGenerationMatch=0 when it creates the object (the multipart request, or
+    // the resumable session's final PUT): of concurrent creators exactly one gets 200.
+    capabilities: { atomicPutIfAbsent: true },
+
+    /** Bytes: one multipart request, retried. Streams: a resumable upload, never retried. */
+    async put(key, body) {
+      assertValidKey(driver, "put", key);
+      if (!(body instanceof Uint8Array)) {
+        await streamUpload("put", key, body, false);
+        return;
+      }
+      await retried("put", key, ({ bucket }) => saveBytes(bucket.file(key), body, false));
+    },
+
+    /**
+     * A bytes body is retried; when a retry meets 412, an earlier attempt may have
+     * created the object and lost the answer, so the object counts as ours when it holds
+     * exactly our bytes (identical content from another writer is indistinguishable, and
+     * equivalent).
+     */
+    async putIfAbsent(key, body) {
+      assertValidKey(driver, "putIfAbsent", key);
+      if (!(body instanceof Uint8Array)) return streamUpload("putIfAbsent", key, body, true);
+      return retried("putIfAbsent", key, async ({ bucket }, attempt) => {
+        const file = bucket.file(key);
+        try {
+          await saveBytes(file, body, true);
+          return true;
+        } catch (err) {
+          if (statusOf(err) !== 412) throw err;
+          if (attempt === 1) return false;
+          const [metadata] = await file.getMetadata();
+          return metadata.md5Hash === md5Base64(body);
+        }
+      });
+    },
+
+    /**
+     * Waits for the first chunk (or the end), so a missing key, like any failure to open,
+     * rejects before anything is streamed, and is retried when transient. A failure later
+     * on errors the stream with a StorageError and is not retried. Cancelling the stream
+     * closes the download (the client's `downloadAsStream` pipes into a PassThrough, and
+     * cancelling that leaves the response open and paused, holding its socket).
+     */
+    async get(key) {
+      assertValidKey(driver, "get", key);
+      return retried("get", key, async ({ bucket }) => {
+        const nodeStream = bucket.file(key).createReadStream();
+        const reader = (Readable.toWeb(nodeStream) as unknown as ReadableStream<Uint8Array>).getReader();
+        let first: ReadableStreamReadResult<Uint8Array>;
+        try {
+          first = await reader.read();
+        } catch (err) {
+          nodeStream.destroy();
+          throw err;
+        }
+        return new ReadableStream<Uint8Array>({
+          start(controller) {
+            if (first.done) controller.close();
+            else controller.enqueue(first.value);
+          },
+          async pull(controller) {
+            try {
+              const { done, value } = await reader.read();
+              if (done) controller.close();
+              else controller.enqueue(value);
+            } catch (err) {
+              controller.error(toError("get", key, err));
+            }
+          },
+          cancel: (reason) => reader.cancel(reason),
+        });
+      });
+    },
+
+    async head(key): Promise<ObjectStat> {
+      assertValidKey(driver, "head", key);
+      return retried("head", key, async ({ bucket }) => {
+        const [metadata] = await bucket.file(key).getMetadata();
+        return { size: Number(metadata.size), lastModified: metadata.updated ? new Date(metadata.updated) : undefined };
+      });
+    },
+
+    /** One page (up to 1,000 objects) per request, each page retried on its own. */
+    async *list(prefix): AsyncIterable<ObjectInfo> {
+      assertValidPrefix(driver, prefix);
+      let pageToken: string | undefined;
+      do {
+        const [files, next] = await retried("list", prefix, ({ bucket }) =>
+          bucket.getFiles({ prefix, maxResults: PAGE_SIZE, pageToken, autoPaginate: false, versions: false }),
+        );
+        for (const file of files) {
+          const { size, updated } = file.metadata;
+          yield {
+            key: file.name,
+            size: size === undefined ? undefined : Number(size),
+            lastModified: updated ? new Date(updated) : undefined,
+          };
+        }
+        pageToken = (next as { pageToken?: string } | null)?.pageToken;
+      } while (pageToken);
+    },
+
+    async delete(key) {
+      assertValidKey(driver, "delete", key);
+      await retried("delete", key, async ({ client }) => {
+        const result = await client.delete(key);
+        if (!result.ok && result.error.statusCode !== 404) throw result.error;
+      });
+    },
+  };
+}

@@ -1,0 +1,503 @@
+import { AwsClient } from "aws4fetch";
+import { isTransientStatus, notFound, StorageError, type StorageOperation } from "./errors.js";
+import { assertValidKey, assertValidPrefix } from "./keys.js";
+import { withRetry, type RetryOptions } from "./retry.js";
+import { fixedSizePieces } from "./streams.js";
+import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
+
+const MiB = 1024 * 1024;
+/** S3's limits: every part but the last is 5 MiB to 5 GiB, and at most 10,000 parts. */
+const MIN_PART_SIZE = 5 * MiB;
+const MAX_PART_SIZE = 5 * 1024 * MiB;
+const MAX_PARTS = 10_000;
+const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+/** Set on conditional writes, so a retried write can tell its own object from a rival's. */
+const WRITE_ID_HEADER = "x-amz-meta-write-id";
+
+export interface S3Options {
+  /** `https://s3.eu-west-1.amazonaws.com`, `https://<account>.r2.cloudflarestorage.com`, `http://127.0.0.1:9000`. */
+  endpoint: string;
+  bucket: string;
+  /** Signing region; default `us-east-1` (R2 treats it as `auto`, MinIO's default). */
+  region?: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** For temporary credentials (STS). */
+  sessionToken?: string;
+  /**
+   * Path-style URLs (`endpoint/bucket/key`) instead of virtual-hosted ones
+   * (`bucket.endpoint/key`). Default: virtual-hosted on `*.amazonaws.com` (unless the bucket
+   * name is not a plain DNS label), path-style everywhere else (MinIO, R2, GCS, a local
+   * server), which all serve path-style while virtual hosts need DNS set up.
+   */
+  forcePathStyle?: boolean;
+  /** Multipart part size for stream bodies; default 8 MiB, 5 MiB to 5 GiB. Memory holds ~1-2 parts. */
+  partSize?: number;
+  /** Keys per ListObjectsV2 page (`max-keys`), 1 to 1000; default 1000. */
+  listPageSize?: number;
+  retry?: RetryOptions;
+  /** The fetch to send requests with (tests wrap it); default the global fetch. */
+  fetch?: typeof fetch;
+}
+
+interface Call {
+  operation: StorageOperation;
+  /** The storage key (or list prefix) the call is about, for errors. */
+  key: string;
+  /** The S3 request behind a multi-request operation, for errors (`UploadPart 3`). */
+  step?: string;
+  method: "GET" | "HEAD" | "PUT" | "POST" | "DELETE";
+  /** The object the URL names; the bucket itself when absent. */
+  objectKey?: string;
+  query?: [string, string][];
+  headers?: Record<string, string>;
+  body?: Uint8Array;
+  /** Non-2xx statuses that are answers rather than failures (412 for a conditional put). */
+  accept?: number[];
+}
+
+/**
+ * An S3-compatible store (AWS S3, R2's S3 API, MinIO, GCS interoperability), speaking plain
+ * HTTP through aws4fetch: only fetch, WebCrypto and Web streams, so it runs in Workers too.
+ *
+ * - put: bytes go up in one PUT. A stream is read one part at a time; if it ends within the
+ *   first part it goes up in one PUT too, otherwise as a multipart upload, which is aborted
+ *   on any failure so nothing appears under the key. Parts are buffered, so each is retried.
+ * - putIfAbsent: `If-None-Match: *`, which S3 (since 2024), R2 and MinIO honour atomically.
+ * - Every repeatable request is retried with backoff on 408/429/5xx and network errors.
+ */
+export function s3Storage(options: S3Options): Storage {
+  const driver = "s3";
+  const partSize = options.partSize ?? 8 * MiB;
+  if (!Number.isInteger(partSize) || partSize < MIN_PART_SIZE || partSize > MAX_PART_SIZE) {
+    throw new RangeError(`s3: partSize must be an integer from 5 MiB to 5 GiB, got ${partSize}`);
+  }
+  const listPageSize = options.listPageSize ?? 1000;
+  if (!Number.isInteger(listPageSize) || listPageSize < 1 || listPageSize > 1000) {
+    throw new RangeError(`s3: listPageSize must be an integer from 1 to 1000, got ${listPageSize}`);
+  }
+  const endpoint = new URL(options.endpoint);
+  if (endpoint.protocol !== "https:" && endpoint.protocol !== "http:") {
+    throw new TypeError(`s3: endpoint must be an http(s) URL, got ${JSON.stringify(options.endpoint)}`);
+  }
+  const bucket = options.bucket;
+  if (!bucket || bucket.includes("/")) throw new TypeError(`s3: invalid bucket name ${JSON.stringify(bucket)}`);
+  const pathStyle =
+    options.forcePathStyle ?? !(/(^|\.)amazonaws\.com(\.cn)?$/.test(endpoint.hostname) && /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/.test(bucket));
+  const basePath = endpoint.pathname.replace(/\/+$/, "");
+  const origin = pathStyle ? endpoint.origin : `${endpoint.protocol}//${bucket}.${endpoint.host}`;
+  const bucketPath = pathStyle ? `${basePath}/${encodeSegment(bucket)}` : basePath;
+
+  const client = new AwsClient({
+    accessKeyId: options.accessKeyId,
+    secretAccessKey: options.secretAccessKey,
+    sessionToken: options.sessionToken,
+    service: "s3",
+    region: options.region ?? "us-east-1",
+    retries: 0, // retries are ours (withRetry), with a StorageError per failure
+  });
+  // Never call a detached global fetch: Workers throw "Illegal invocation".
+  const doFetch: (request: Request) => Promise<Response> = options.fetch ?? ((request) => fetch(request));
+
+  function urlOf(objectKey: string | undefined, query: [string, string][] = []): string {
+    // Each key segment is encoded exactly as SigV4 canonicalizes it (RFC 3986, every byte but
+    // A-Z a-z 0-9 - . _ ~), so the path on the wire is already canonical: aws4fetch decodes
+    // the path once and re-encodes it the same way, and the server does too. `+` must go as
+    // %2B: aws4fetch (and S3, for legacy reasons) read a literal `+` in a path as a space.
+    const path = objectKey === undefined ? `${bucketPath}/` : `${bucketPath}/${objectKey.split("/").map(encodeSegment).join("/")}`;
+    const search = query.map(([k, v]) => `${encodeSegment(k)}=${encodeSegment(v)}`).join("&");
+    return `${origin}${path}${search ? `?${search}` : ""}`;
+  }
+
+  function describe(call: Call): string {
+    return `s3: ${call.operation} ${JSON.stringify(call.key)}${call.step ? ` (${call.step})` : ""}`;
+  }
+
+  /** One signed request. A status that is neither 2xx nor accepted throws a StorageError. */
+  async function send(call: Call, payloadHash: string): Promise<Response> {
+    const request = await client.sign(urlOf(call.objectKey, call.query), {
+      method: call.method,
+      headers: { ...call.headers, "x-amz-content-sha256": payloadHash },
+      body: call.body as Uint8Array<ArrayBuffer> | undefined,
+    });
+    let response: Response;
+    try {
+      response = await doFetch(request);
+    } catch (err) {
+      const aborted = (err as Error | undefined)?.name === "AbortError";
+      throw new StorageError(`${describe(call)} failed: ${(err as Error | undefined)?.message ?? String(err)}`, {
+        driver,
+        operation: call.operation,
+        key: call.key,
+        kind: aborted ? "failed" : "unavailable",
+        retryable: !aborted,
+        cause: err,
+      });
+    }
+    if (response.ok || call.accept?.includes(response.status)) return response;
+    throw await failure(call, response);
+  }
+
+  /** The StorageError for an error response, with S3's `<Code>` and `<Message>`. */
+  async function failure(call: Call, response: Response, bodyText?: string): Promise<StorageError> {
+    const text = bodyText ?? (await response.text().catch(() => ""));
+    const code = xmlText(text, "Code") ?? response.headers.get("x-amz-error-code") ?? undefined;
+    const message = xmlText(text, "Message");
+    const { status } = response;
+    if (status === 404 && (call.operation === "get" || call.operation === "head") && !call.step && code !== "NoSuchBucket") {
+      return notFound(driver, call.operation, call.key);
+    }
+    const requestId = response.headers.get("x-amz-request-id");
+    // A 200 that carries an <Error> (CompleteMultipartUpload) is S3 failing internally: retry.
+    const retryable = isTransientStatus(status) || response.ok || code === "InternalError" || code === "SlowDown";
+    const detail = [code, message].filter(Boolean).join(": ");
+    return new StorageError(
+      `${describe(call)} failed: HTTP ${status}${detail ? ` ${detail}` : ""}${requestId ? ` (request id ${requestId})` : ""}`,
+      { driver, operation: call.operation, key: call.key, status, retryable, kind: retryable ? "unavailable" : "failed" },
+    );
+  }
+
+  /**
+   * Sends `call` with retries and hands each response to `handle`, inside the retry loop, so
+   * a body that breaks while being read is retried too. Only for repeatable requests.
+   */
+  async function request<T>(call: Call, handle: (response: Response, attempt: number) => Promise<T>): Promise<T> {
+    const payloadHash = call.body ? await sha256Hex(call.body) : EMPTY_SHA256;
+    return withRetry(async (attempt) => {
+      const response = await send(call, payloadHash);
+      try {
+        return await handle(response, attempt);
+      } catch (err) {
+        if (err instanceof StorageError) throw err;
+        throw new StorageError(`${describe(call)} failed reading the response: ${(err as Error).message}`, {
+          driver,
+          operation: call.operation,
+          key: call.key,
+          kind: "unavailable",
+          retryable: true,
+          cause: err,
+        });
+      }
+    }, options.retry);
+  }
+
+  /** Reads (and so releases) a small response body. */
+  const drain = async (response: Response) => {
+    await response.arrayBuffer();
+  };
+
+  /** PUT of buffered bytes; with `ifAbsent`, resolves false when the key was taken. */
+  async function putObject(operation: StorageOperation, key: string, bytes: Uint8Array, ifAbsent: boolean): Promise<boolean> {
+    const writeId = ifAbsent ? crypto.randomUUID() : undefined;
+    const call: Call = {
+      operation,
+      key,
+      method: "PUT",
+      objectKey: key,
+      body: bytes,
+      headers: {
+        "content-type": "application/octet-stream",
+        ...(writeId ? { "if-none-match": "*", [WRITE_ID_HEADER]: writeId } : {}),
+      },
+      accept: ifAbsent ? [409, 412] : [],
+    };
+    return request(call, async (response, attempt) => {
+      const text = await response.text();
+      if (response.ok) return true;
+      // 409 ConditionalRequestConflict: a rival conditional write to the key is in flight
+      // (S3); treat the key as taken, as for 412. Any other 409 is a real failure.
+      if (response.status === 409 && xmlText(text, "Code") !== "ConditionalRequestConflict") throw await failure(call, response, text);
+      // A retry that finds the key taken may be finding our own earlier try, whose answer was lost.
+      if (attempt > 1 && writeId) return (await writeIdOf(key)) === writeId;
+      return false;
+    });
+  }
+
+  async function writeIdOf(key: string): Promise<string | null> {
+    return request({ operation: "putIfAbsent", key, step: "HEAD", method: "HEAD", objectKey: key, accept: [404] }, async (response) => {
+      await drain(response);
+      return response.ok ? response.headers.get(WRITE_ID_HEADER) : null;
+    });
+  }
+
+  /** Uploads a stream: one PUT if it fits in one part, multipart otherwise. */
+  async function putStream(operation: StorageOperation, key: string, stream: ReadableStream<Uint8Array>, ifAbsent: boolean): Promise<boolean> {
+    const pieces = fixedSizePieces(stream, partSize);
+    const next = async (): Promise<Uint8Array | undefined> => {
+      try {
+        const { done, value } = await pieces.next();
+        return done ? undefined : value;
+      } catch (err) {
+        throw new StorageError(`s3: ${operation} ${JSON.stringify(key)} failed: the body stream failed: ${(err as Error).message}`, {
+          driver,
+          operation,
+          key,
+          cause: err,
+        });
+      }
+    };
+    try {
+      const first = await next();
+      if (first === undefined || first.byteLength < partSize) return await putObject(operation, key, first ?? new Uint8Array(0), ifAbsent);
+      const second = await next();
+      if (second === undefined) return await putObject(operation, key, first, ifAbsent);
+      return await multipart(operation, key, first, second, next, ifAbsent);
+    } finally {
+      // Closes the generator: cancels the source if we stopped early, releases its lock.
+      await pieces.return(undefined);
+    }
+  }
+
+  async function multipart(
+    operation: StorageOperation,
+    key: string,
+    first: Uint8Array,
+    second: Uint8Array,
+    next: () => Promise<Uint8Array | undefined>,
+    ifAbsent: boolean,
+  ): Promise<boolean> {
+    const base = { operation, key, objectKey: key } as const;
+    // Retrying a lost CreateMultipartUpload answer can leave an empty upload behind; a bucket
+    // lifecycle rule (AbortIncompleteMultipartUpload) sweeps those, as any S3 client needs.
+    const uploadId = await request(
+      {
+        ...base,
+        step: "CreateMultipartUpload",
+        method: "POST",
+        query: [["uploads", ""]],
+        headers: { "content-type": "application/octet-stream" },
+      },
+      async (response) => {
+        const id = xmlText(await response.text(), "UploadId");
+        if (!id) throw new StorageError(`s3: ${operation} ${JSON.stringify(key)} failed: CreateMultipartUpload returned no UploadId`, { driver, operation, key });
+        return id;
+      },
+    );
+    try {
+      const etags: string[] = [];
+      let piece: Uint8Array | undefined = first;
+      let upcoming: Uint8Array | undefined = second;
+      while (piece !== undefined) {
+        const partNumber = etags.length + 1;
+        if (partNumber > MAX_PARTS) {
+          throw new StorageError(
+            `s3: ${operation} ${JSON.stringify(key)} failed: the body is larger than ${MAX_PARTS} parts of ${partSize} bytes; raise partSize`,
+            { driver, operation, key },
+          );
+        }
+        const step = `UploadPart ${partNumber}`;
+        const body: Uint8Array = piece;
+        etags.push(
+          await request(
+            { ...base, step, method: "PUT", body, query: [["partNumber", String(partNumber)], ["uploadId", uploadId]] },
+            async (response) => {
+              await drain(response);
+              const etag = response.headers.get("etag");
+              if (!etag) throw new StorageError(`s3: ${operation} ${JSON.stringify(key)} failed: ${step} returned no ETag`, { driver, operation, key });
+              return etag;
+            },
+          ),
+        );
+        piece = upcoming ?? (await next());
+        upcoming = undefined;
+      }
+      const xml =
+        "<CompleteMultipartUpload>" +
+        etags.map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${escapeXml(etag)}</ETag></Part>`).join("") +
+        "</CompleteMultipartUpload>";
+      const complete: Call = {
+        ...base,
+        step: "CompleteMultipartUpload",
+        method: "POST",
+        query: [["uploadId", uploadId]],
+        headers: { "content-type": "application/xml", ...(ifAbsent ? { "if-none-match": "*" } : {}) },
+        body: new TextEncoder().encode(xml),
+        accept: ifAbsent ? [409, 412] : [],
+      };
+      const created = await request(complete, async (response) => {
+        const text = await response.text();
+        // S3 may answer 200 and still fail, with an <Error> body (its docs say to check).
+        if (response.ok && /<Error[\s>]/.test(text)) throw await failure(complete, response, text);
+        if (response.ok) return true;
+        if (response.status === 409 && xmlText(text, "Code") !== "ConditionalRequestConflict") throw await failure(complete, response, text);
+        return false;
+      });
+      if (!created) await abort(operation, key, uploadId);
+      return created;
+    } catch (err) {
+      await abort(operation, key, uploadId);
+      throw err;
+    }
+  }
+
+  /** Best effort: the original failure is what the caller needs to see. */
+  async function abort(operation: StorageOperation, key: string, uploadId: string): Promise<void> {
+    await request(
+      { operation, key, step: "AbortMultipartUpload", method: "DELETE", objectKey: key, query: [["uploadId", uploadId]], accept: [404] },
+      drain,
+    ).catch(() => {});
+  }
+
+  return {
+    driver,
+    capabilities: { atomicPutIfAbsent: true },
+
+    async put(key, body: Body) {
+      assertValidKey(driver, "put", key);
+      if (body instanceof Uint8Array) await putObject("put", key, body, false);
+      else await putStream("put", key, body, false);
+    },
+
+    async putIfAbsent(key, body: Body) {
+      assertValidKey(driver, "putIfAbsent", key);
+      return body instanceof Uint8Array ? putObject("putIfAbsent", key, body, true) : putStream("putIfAbsent", key, body, true);
+    },
+
+    async get(key) {
+      assertValidKey(driver, "get", key);
+      // Only reaching the headers is retried; a body that breaks mid-stream errors the stream.
+      return request({ operation: "get", key, method: "GET", objectKey: key }, async (response) => {
+        return response.body ?? new Blob([]).stream();
+      });
+    },
+
+    async head(key): Promise<ObjectStat> {
+      assertValidKey(driver, "head", key);
+      const call: Call = { operation: "head", key, method: "HEAD", objectKey: key };
+      return request(call, async (response) => {
+        await drain(response);
+        const size = Number(response.headers.get("content-length") ?? NaN);
+        if (!Number.isSafeInteger(size) || size < 0) {
+          throw new StorageError(`${describe(call)} failed: the response has no Content-Length`, { driver, operation: "head", key });
+        }
+        const modified = response.headers.get("last-modified");
+        const lastModified = modified ? new Date(modified) : undefined;
+        return lastModified && !Number.isNaN(lastModified.getTime()) ? { size, lastModified } : { size };
+      });
+    },
+
+    async *list(prefix): AsyncIterable<ObjectInfo> {
+      assertValidPrefix(driver, prefix);
+      let token: string | undefined;
+      while (true) {
+        const query: [string, string][] = [
+          ["list-type", "2"],
+          ["max-keys", String(listPageSize)],
+        ];
+        if (prefix) query.push(["prefix", prefix]);
+        if (token !== undefined) query.push(["continuation-token", token]);
+        const call: Call = { operation: "list", key: prefix, method: "GET", query };
+        const page = await request(call, async (response) => {
+          const text = await response.text();
+          try {
+            return parseListPage(text);
+          } catch (err) {
+            throw new StorageError(`${describe(call)} failed: unreadable ListObjectsV2 answer: ${(err as Error).message}`, {
+              driver,
+              operation: "list",
+              key: prefix,
+              cause: err,
+            });
+          }
+        });
+        yield* page.objects;
+        if (!page.truncated) return;
+        if (!page.nextToken || page.nextToken === token) {
+          throw new StorageError(`${describe(call)} failed: a truncated listing page came without a new NextContinuationToken`, {
+            driver,
+            operation: "list",
+            key: prefix,
+          });
+        }
+        token = page.nextToken;
+      }
+    },
+
+    async delete(key) {
+      assertValidKey(driver, "delete", key);
+      const call: Call = { operation: "delete", key, method: "DELETE", objectKey: key, accept: [404] };
+      await request(call, async (response) => {
+        const text = await response.text();
+        // S3 answers 204 for a missing key; some compatibles answer 404 NoSuchKey: both are
+        // success. A missing bucket is a configuration error, never "already deleted".
+        if (response.status === 404 && xmlText(text, "Code") === "NoSuchBucket") throw await failure(call, response, text);
+      });
+    },
+  };
+}
+
+/** RFC 3986 percent-encoding, as SigV4 wants it: every byte except A-Z a-z 0-9 - . _ ~. */
+function encodeSegment(value: string): string {
+  return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
+async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+  let hex = "";
+  for (const byte of digest) hex += byte.toString(16).padStart(2, "0");
+  return hex;
+}
+
+// A minimal XML reader for the few S3 responses we parse (ListObjectsV2, the multipart
+// answers, <Error>). No XML library: this must run in Workers (no node: modules, small bundle),
+// and these documents are flat, machine-written and entity-escaped, so a tag can be found
+// with a regular expression: a `<` inside text is always escaped as `&lt;`, so key text
+// can never be mistaken for markup.
+
+/** The raw inner text of each `<tag>…</tag>` (or `<tag/>`), in document order. */
+function xmlElements(xml: string, tag: string): string[] {
+  const pattern = new RegExp(`<${tag}(?:\\s[^>]*)?(?:/>|>([\\s\\S]*?)</${tag}\\s*>)`, "g");
+  return Array.from(xml.matchAll(pattern), (match) => match[1] ?? "");
+}
+
+/** The decoded text of the first `<tag>`, or undefined when there is none. */
+function xmlText(xml: string, tag: string): string | undefined {
+  const [first] = xmlElements(xml, tag);
+  return first === undefined ? undefined : decodeXml(first);
+}
+
+const NAMED_ENTITIES: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'" };
+
+/** Resolves the predefined and numeric entities, and CDATA sections. */
+function decodeXml(text: string): string {
+  return text.replace(/<!\[CDATA\[([\s\S]*?)\]\]>|&(#x[0-9a-fA-F]+|#[0-9]+|[a-z]+);/g, (whole, cdata: string | undefined, entity: string | undefined) => {
+    if (cdata !== undefined) return cdata;
+    if (entity === undefined) return whole;
+    if (entity.startsWith("#")) {
+      const code = entity[1] === "x" ? parseInt(entity.slice(2), 16) : parseInt(entity.slice(1), 10);
+      return code <= 0x10ffff ? String.fromCodePoint(code) : whole;
+    }
+    return NAMED_ENTITIES[entity] ?? whole;
+  });
+}
+
+function escapeXml(text: string): string {
+  return text.replace(/[&<>]/g, (c) => (c === "&" ? "&amp;" : c === "<" ? "&lt;" : "&gt;"));
+}
+
+interface ListPage {
+  objects: ObjectInfo[];
+  truncated: boolean;
+  nextToken: string | undefined;
+}
+
+function parseListPage(xml: string): ListPage {
+  if (!/<ListBucketResult[\s>]/.test(xml)) throw new Error(`not a ListBucketResult: ${xml.slice(0, 200)}`);
+  const objects = xmlElements(xml, "Contents").map((contents): ObjectInfo => {
+    const key = xmlText(contents, "Key");
+    if (key === undefined) throw new Error("a <Contents> entry has no <Key>");
+    const info: ObjectInfo = { key };
+    const size = xmlText(contents, "Size");
+    if (size !== undefined && size.trim() !== "") info.size = Number(size);
+    const modified = xmlText(contents, "LastModified");
+    const date = modified ? new Date(modified) : undefined;
+    if (date && !Number.isNaN(date.getTime())) info.lastModified = date;
+    return info;
+  });
+  // <Contents> entries hold only <Key>, <Size>, …, so these top-level tags are unambiguous.
+  return {
+    objects,
+    truncated: xmlText(xml, "IsTruncated")?.trim() === "true",
+    nextToken: xmlText(xml, "NextContinuationToken"),
+  };
+}

@@ -1,0 +1,88 @@
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { isNotFound, StorageError } from "../../lib/storage/errors.js";
+import { replitStorage } from "../../lib/storage/replit.js";
+import { readAll } from "../../lib/storage/streams.js";
+import { startGcsServer, type GcsServer } from "../fixtures/gcs-server.js";
+import { failingStream, storageConformance } from "./conformance.js";
+
+// The client reads STORAGE_EMULATOR_HOST when it is constructed (lazily, on first use),
+// so the server starts, and the variable is set, before any driver call.
+let server: GcsServer;
+let bucketNumber = 0;
+/** A driver on its own empty bucket, with fast retries. */
+const newStorage = (attempts = 5) => replitStorage({ bucketId: `bucket-${++bucketNumber}`, retry: { attempts, baseDelayMs: 5, maxDelayMs: 20 } });
+
+beforeAll(async () => {
+  server = await startGcsServer();
+  process.env.STORAGE_EMULATOR_HOST = server.url;
+});
+afterAll(async () => {
+  delete process.env.STORAGE_EMULATOR_HOST;
+  await server?.close();
+});
+
+storageConformance({ name: "replit", create: async () => ({ storage: newStorage() }) });
+
+const text = (s: string) => new TextEncoder().encode(s);
+
+it("replit: lists more than one page through pageToken requests", async () => {
+  const storage = newStorage();
+  const bucket = `bucket-${bucketNumber}`;
+  // Pages hold 1,000 objects: 2,001 keys take three requests.
+  const keys = Array.from({ length: 2001 }, (_, i) => `paged/${String(i).padStart(4, "0")}`);
+  for (let i = 0; i < keys.length; i += 50) await Promise.all(keys.slice(i, i + 50).map((k) => storage.put(k, text(k))));
+  const before = server.requests.length;
+  const seen: string[] = [];
+  for await (const info of storage.list("paged/")) {
+    seen.push(info.key);
+    expect(info.size).toBe(info.key.length);
+    expect(info.lastModified).toBeInstanceOf(Date);
+  }
+  expect(seen.sort()).toEqual(keys);
+  const lists = server.requests.slice(before).filter((r) => r.method === "GET" && r.path === `/b/${bucket}/o`);
+  expect(lists.map((r) => r.query.prefix)).toEqual(["paged/", "paged/", "paged/"]);
+  expect(lists[0]!.query.pageToken).toBeUndefined();
+  expect(lists[1]!.query.pageToken).toBeTruthy();
+  expect(lists[2]!.query.pageToken).toBeTruthy();
+  expect(lists[1]!.query.pageToken).not.toBe(lists[2]!.query.pageToken);
+});
+
+it("replit: retries a read that the server answers with 503, and gives up when told to", async () => {
+  const storage = newStorage();
+  await storage.put("retry/key", text("survives 503s"));
+
+  server.failNext(2, { method: "GET", match: /alt=media/ });
+  const before = server.requests.length;
+  expect(new TextDecoder().decode(await readAll(await storage.get("retry/key")))).toBe("survives 503s");
+  const downloads = server.requests.slice(before).filter((r) => r.query.alt === "media");
+  expect(downloads.map((r) => r.status)).toEqual([503, 503, 200]);
+
+  server.failNext(2, { method: "GET", match: /\/o\/retry%2Fkey(\?|$)/ });
+  expect((await storage.head("retry/key")).size).toBe(13);
+
+  // With a single try, the 503 surfaces as a retryable, typed error.
+  server.failNext(1, { method: "GET", match: /alt=media/ });
+  const err = await newStorage(1)
+    .get("retry/key")
+    .then(
+      () => null,
+      (e: unknown) => e,
+    );
+  expect(err).toBeInstanceOf(StorageError);
+  expect(err).toMatchObject({ driver: "replit", operation: "get", status: 503, retryable: true, kind: "unavailable" });
+});
+
+it("replit: a failed stream upload aborts its PUT, leaving an unfinalized session and no object", async () => {
+  const storage = newStorage();
+  const bucket = `bucket-${bucketNumber}`;
+  const sessionsBefore = server.openUploadSessions();
+  const before = server.requests.length;
+  await expect(storage.put("half/done", failingStream(5 * 1024 * 1024))).rejects.toThrow(/injected failure/);
+  await expect.poll(() => server.requests.slice(before).map((r) => [r.method, r.query.uploadType, r.aborted ?? false])).toEqual([
+    ["POST", "resumable", false],
+    ["PUT", "resumable", true],
+  ]);
+  expect(server.openUploadSessions()).toBe(sessionsBefore + 1);
+  expect(server.objectNames(bucket)).toEqual([]);
+  expect(isNotFound(await storage.head("half/done").catch((e: unknown) => e))).toBe(true);
+});
