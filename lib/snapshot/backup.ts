@@ -29,6 +29,8 @@ export interface SnapshotOptions {
   uploadConcurrency?: number;
   compressionLevel?: 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9;
   now?: () => Date;
+  /** Runs just before the manifest is written; throwing aborts the commit (e.g. the lock was lost). */
+  beforeCommit?: () => Promise<void>;
 }
 
 /** A previous chunk whose records are dropped once fewer than this share of them is still live. */
@@ -85,6 +87,7 @@ export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options
   bytes = await serializeManifest(manifest);
   manifest.newBytes = uploader.newBytes + bytes.byteLength;
   bytes = await serializeManifest(manifest);
+  await options.beforeCommit?.();
   await storage.put(manifestKey(id), bytes);
   return manifest;
 }

@@ -1,0 +1,90 @@
+import { Hono, type MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { requestId } from "hono/request-id";
+import { timingSafeEqual } from "hono/utils/buffer";
+import { createBackup } from "./backup.js";
+import type { AppContext, AppDeps, AppEnv } from "./context.js";
+import { deleteBackup } from "./delete.js";
+import { errorBody, errorResponse, HttpError, toApiError } from "./errors.js";
+import { getBackup } from "./get.js";
+import { health } from "./health.js";
+import { listBackups } from "./list.js";
+import { pruneBackups } from "./prune.js";
+import { restore } from "./restore.js";
+import { status } from "./status.js";
+import { verifyBackup } from "./verify.js";
+
+const bearerAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const header = c.req.header("authorization") ?? "";
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  const ok = match ? await timingSafeEqual(match[1]!, c.get("deps").token) : false;
+  if (!ok) {
+    c.header("WWW-Authenticate", 'Bearer realm="chroma-backup"');
+    throw new HttpError(401, "unauthorized", header ? "the bearer token is wrong" : "send Authorization: Bearer <BACKUP_API_TOKEN>");
+  }
+  await next();
+};
+
+/** One JSON log line per request: operation, outcome, duration, request id and what the handler added. */
+const accessLog: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const started = Date.now();
+  c.set("logFields", {});
+  await next();
+  const operation = c.get("operation");
+  if (!operation || operation === "health") return;
+  const status = c.res.status;
+  c.get("deps").log(status >= 500 ? "error" : status >= 400 ? "warn" : "info", operation, {
+    operation,
+    outcome: status < 400 ? "ok" : "error",
+    status,
+    durationMs: Date.now() - started,
+    requestId: c.get("requestId"),
+    ...c.get("logFields"),
+  });
+};
+
+const op =
+  (name: string, handler: (c: AppContext) => Response | Promise<Response>) =>
+  (c: AppContext) => {
+    c.set("operation", name);
+    return handler(c);
+  };
+
+/** The service's HTTP app, over one BackupService; mount it anywhere Hono runs. */
+export function createApp(deps: AppDeps): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.use("*", async (c, next) => {
+    c.set("deps", deps);
+    await next();
+  });
+  app.use("*", requestId());
+  app.use("*", accessLog);
+  app.get("/health", op("health", health));
+  app.use("*", bearerAuth);
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: deps.maxBodyBytes ?? 1024 * 1024,
+      onError: () => {
+        throw new HttpError(413, "payload_too_large", `the body is larger than ${deps.maxBodyBytes ?? 1024 * 1024} bytes`);
+      },
+    }),
+  );
+  app.get("/status", op("status", status));
+  app.get("/backups", op("list", listBackups));
+  app.post("/backups", op("backup", createBackup));
+  app.get("/backups/:id", op("get", getBackup));
+  app.post("/backups/:id/verify", op("verify", verifyBackup));
+  app.delete("/backups/:id", op("delete", deleteBackup));
+  app.post("/restore", op("restore", restore));
+  app.post("/prune", op("prune", pruneBackups));
+
+  app.notFound((c) => c.json(errorBody({ status: 404, code: "not_found", message: `no route ${c.req.method} ${new URL(c.req.url).pathname}` }), 404));
+  app.onError((err, c) => {
+    const e = toApiError(err);
+    c.set("logFields", { ...c.get("logFields"), error: err.message, errorType: err.name });
+    if (e.status >= 500) deps.log("error", "request failed", { requestId: c.get("requestId"), operation: c.get("operation"), error: err.message, errorType: err.name, cause: err.cause instanceof Error ? err.cause.message : undefined });
+    return errorResponse(c as AppContext, err);
+  });
+  return app;
+}

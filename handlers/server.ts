@@ -1,0 +1,100 @@
+import { randomBytes } from "node:crypto";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { serve, type ServerType } from "@hono/node-server";
+import { ChromaRest } from "../lib/chroma/rest.js";
+import { startEmbeddedChroma, type EmbeddedChroma } from "../lib/chroma/embedded.js";
+import { loadConfig, type Config, type Env } from "../lib/config.js";
+import { errorFields, jsonLogger, type Logger } from "../lib/log.js";
+import { BackupService } from "../lib/service.js";
+import { storageFromConfig } from "../lib/storage/node.js";
+import { createApp } from "./app.js";
+import { runStartupRestore } from "./startup.js";
+import { VERSION } from "./version.js";
+
+export interface RunningService {
+  url: string;
+  config: Config;
+  service: BackupService;
+  token: string;
+  stop(): Promise<void>;
+}
+
+/** The token from the environment, else the one kept in DATA_DIR/api-token, else a new one (printed once). */
+async function resolveToken(config: Config, log: Logger): Promise<{ token: string; generated: boolean }> {
+  if (config.token) return { token: config.token, generated: false };
+  const path = join(config.dataDir, "api-token");
+  try {
+    const saved = (await readFile(path, "utf8")).trim();
+    if (saved) return { token: saved, generated: true };
+  } catch {
+    // first start
+  }
+  const token = randomBytes(24).toString("base64url");
+  await mkdir(config.dataDir, { recursive: true });
+  await writeFile(path, token + "\n", { mode: 0o600 });
+  await chmod(path, 0o600);
+  // Printed once, on purpose: this is how the operator learns it. Never logged again.
+  console.log(`\nGenerated an API token (saved in ${path}, mode 0600):\n\n  ${token}\n\nSet BACKUP_API_TOKEN to choose your own.\n`);
+  log("info", "generated an API token", { path });
+  return { token, generated: true };
+}
+
+/**
+ * Starts everything `npm start` runs: the embedded Chroma unless CHROMA_URL is set, the
+ * store, the startup restore (before the server accepts a connection), the HTTP server.
+ */
+export async function startService(env: Env = process.env, log: Logger = jsonLogger): Promise<RunningService> {
+  const config = loadConfig(env, join);
+  config.dataDir = resolve(config.dataDir);
+  const { token, generated } = await resolveToken(config, log);
+  let embedded: EmbeddedChroma | null = null;
+  if (!config.chroma.url) {
+    embedded = await startEmbeddedChroma({ dataDir: join(config.dataDir, "chroma") });
+    log("info", "started the embedded Chroma", { url: embedded.url, dataDir: embedded.dataDir });
+  }
+  const chroma = new ChromaRest({ url: config.chroma.url ?? embedded!.url, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey });
+  const storage = storageFromConfig(config.storage);
+  const service = new BackupService({ chroma, storage, storagePrefix: config.storage.prefix, retention: config.retention, log });
+  const app = createApp({ service, token, version: VERSION, log, backupMinIntervalSeconds: config.backupMinIntervalSeconds });
+
+  await runStartupRestore(app, token, config.restoreOnStart, log);
+
+  const host = config.host ?? (generated ? "127.0.0.1" : "0.0.0.0");
+  const server = await new Promise<ServerType>((ready) => {
+    const s = serve({ fetch: app.fetch, port: config.port, hostname: host }, () => ready(s));
+  });
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : config.port;
+  const url = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`;
+  log("info", "chroma-backup is serving", { url, host, port, storage: storage.driver, prefix: config.storage.prefix, chroma: chroma.url, version: VERSION });
+
+  let stopping: Promise<void> | null = null;
+  const stop = () =>
+    (stopping ??= (async () => {
+      await new Promise<void>((done) => server.close(() => done()));
+      await embedded?.stop();
+    })());
+  return { url, config, service, token, stop };
+}
+
+const isMain = process.argv[1] && import.meta.url === new URL(`file://${resolve(process.argv[1])}`).href;
+if (isMain) {
+  startService().then(
+    (running) => {
+      const shutdown = (signal: string) => {
+        jsonLogger("info", "shutting down", { signal });
+        running.stop().then(
+          () => process.exit(0),
+          () => process.exit(1),
+        );
+      };
+      process.once("SIGINT", shutdown);
+      process.once("SIGTERM", shutdown);
+    },
+    (err: unknown) => {
+      jsonLogger("error", "chroma-backup failed to start", errorFields(err));
+      process.exit(1);
+    },
+  );
+}

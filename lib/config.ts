@@ -1,0 +1,86 @@
+import { InvalidRequestError } from "./errors.js";
+import { parseDuration } from "./duration.js";
+
+export type StorageDriverName = "fs" | "replit" | "s3" | "memory" | "r2";
+export type RestoreOnStart = "if-empty" | "always" | "never";
+
+export interface Config {
+  port: number;
+  /** Null: decided by the runtime (loopback when the token was generated). */
+  host: string | null;
+  token: string | null;
+  dataDir: string;
+  chroma: { url: string | null; tenant?: string; database?: string; apiKey?: string };
+  storage: {
+    driver: StorageDriverName;
+    prefix: string;
+    backupDir: string;
+    replitBucketId?: string;
+    s3?: { endpoint: string; bucket: string; region?: string; accessKeyId: string; secretAccessKey: string; forcePathStyle?: boolean };
+  };
+  restoreOnStart: RestoreOnStart;
+  backupMinIntervalSeconds: number;
+  retention: { keepLast: number; keepSafety: number };
+}
+
+export type Env = Record<string, string | undefined>;
+
+function fail(name: string, why: string): never {
+  throw new InvalidRequestError(`configuration: ${name} ${why}`, { variable: name });
+}
+
+function intVar(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!/^\d+$/.test(raw)) fail(name, `must be a whole number, got ${JSON.stringify(raw)}`);
+  return Number(raw);
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!allowed.includes(raw as T)) fail(name, `must be one of ${allowed.join(", ")}, got ${JSON.stringify(raw)}`);
+  return raw as T;
+}
+
+/** True on Replit (where the default store is Replit Object Storage). */
+export function onReplit(env: Env): boolean {
+  return Boolean(env.REPL_ID || env.REPLIT_DEPLOYMENT || env.REPLIT_DB_URL);
+}
+
+/** Reads the environment names of API.md; every mistake is reported by variable name. */
+export function loadConfig(env: Env, join: (...parts: string[]) => string = (...p) => p.join("/")): Config {
+  const dataDir = env.DATA_DIR || "./data";
+  const driver = oneOf<StorageDriverName>(env, "STORAGE", ["fs", "replit", "s3", "memory", "r2"], onReplit(env) ? "replit" : "fs");
+  const config: Config = {
+    port: intVar(env, "PORT", 8080),
+    host: env.HOST || null,
+    token: env.BACKUP_API_TOKEN || null,
+    dataDir,
+    chroma: { url: env.CHROMA_URL || null, tenant: env.CHROMA_TENANT || undefined, database: env.CHROMA_DATABASE || undefined, apiKey: env.CHROMA_API_KEY || undefined },
+    storage: {
+      driver,
+      prefix: env.STORAGE_PREFIX ?? "chromadb/",
+      backupDir: env.BACKUP_DIR || join(dataDir, "backups"),
+      replitBucketId: env.REPLIT_BUCKET_ID || undefined,
+    },
+    restoreOnStart: oneOf<RestoreOnStart>(env, "RESTORE_ON_START", ["if-empty", "always", "never"], "if-empty"),
+    backupMinIntervalSeconds: parseDuration(env.BACKUP_MIN_INTERVAL || "1h", "BACKUP_MIN_INTERVAL"),
+    retention: { keepLast: intVar(env, "RETENTION_KEEP_LAST", 24), keepSafety: intVar(env, "RETENTION_KEEP_SAFETY", 3) },
+  };
+  if (config.chroma.url && !/^https?:\/\/[^/]/.test(config.chroma.url)) fail("CHROMA_URL", `must be an http(s) URL, got ${JSON.stringify(config.chroma.url)}`);
+  if (config.storage.prefix.startsWith("/") || config.storage.prefix.includes("..")) fail("STORAGE_PREFIX", "must be a relative key prefix such as chromadb/");
+  if (driver === "s3") {
+    const missing = ["S3_ENDPOINT", "S3_BUCKET", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"].filter((n) => !env[n]);
+    if (missing.length > 0) fail(missing.join(", "), "must be set when STORAGE=s3");
+    config.storage.s3 = {
+      endpoint: env.S3_ENDPOINT!,
+      bucket: env.S3_BUCKET!,
+      region: env.S3_REGION || undefined,
+      accessKeyId: env.S3_ACCESS_KEY_ID!,
+      secretAccessKey: env.S3_SECRET_ACCESS_KEY!,
+      forcePathStyle: env.S3_FORCE_PATH_STYLE === undefined ? undefined : /^(1|true|yes)$/i.test(env.S3_FORCE_PATH_STYLE),
+    };
+  }
+  return config;
+}

@@ -1,0 +1,76 @@
+import type { Storage } from "./storage/types.js";
+import { readCatalog } from "./snapshot/catalog.js";
+import { chunkKey, digestsKey } from "./snapshot/chunk.js";
+import { manifestKey } from "./snapshot/manifest.js";
+import { applyRetention, type RetentionRules } from "./retention.js";
+
+export interface PruneOptions {
+  dryRun?: boolean;
+  /** At most this many snapshots deleted in this call (oldest first); the rest wait. */
+  limit?: number;
+  /** Unreferenced chunks younger than this (seconds) are left alone: they may belong to a backup still writing. */
+  graceSeconds?: number;
+  now?: () => Date;
+}
+
+export interface PruneResult {
+  dryRun: boolean;
+  kept: string[];
+  deleted: string[];
+  chunksDeleted: number;
+  bytesFreed: number;
+  remaining: number;
+  warnings: string[];
+}
+
+/**
+ * Forgets the snapshots no rule keeps, then sweeps chunks (and their digest sidecars)
+ * that no remaining snapshot references. The caller holds the store lock. A dry run
+ * makes exactly the same choices and reports them, deleting nothing.
+ */
+export async function prune(storage: Storage, rules: RetentionRules, options: PruneOptions = {}): Promise<PruneResult> {
+  const now = (options.now ?? (() => new Date()))();
+  const dryRun = options.dryRun ?? false;
+  const catalog = await readCatalog(storage);
+  const decision = applyRetention(catalog.snapshots, rules);
+  // Oldest first, so a limited run frees the oldest snapshots first.
+  const forget = [...decision.forget].reverse();
+  const deleting = options.limit === undefined ? forget : forget.slice(0, options.limit);
+  const deletingIds = new Set(deleting.map((m) => m.id));
+  const warnings: string[] = [];
+
+  if (!dryRun) for (const m of deleting) await storage.delete(manifestKey(m.id));
+
+  const referenced = new Set<string>();
+  for (const m of catalog.snapshots) if (!deletingIds.has(m.id)) for (const c of m.collections) for (const ref of c.chunks) referenced.add(ref.hash);
+
+  let chunksDeleted = 0;
+  let bytesFreed = 0;
+  if (catalog.damaged.length > 0) {
+    // A damaged manifest's chunk list is unknown: sweeping could delete what it needs.
+    warnings.push(`chunk sweep skipped: ${catalog.damaged.length} damaged manifest(s): ${catalog.damaged.map((d) => d.id).join(", ")}`);
+  } else {
+    const cutoff = now.getTime() - (options.graceSeconds ?? 3600) * 1000;
+    for (const prefix of ["chunks/", "digests/"]) {
+      const isChunk = prefix === "chunks/";
+      for await (const info of storage.list(prefix)) {
+        const hash = info.key.slice(info.key.lastIndexOf("/") + 1);
+        if (referenced.has(hash)) continue;
+        if (info.key !== (isChunk ? chunkKey(hash) : digestsKey(hash))) continue; // not ours
+        if (info.lastModified && info.lastModified.getTime() > cutoff) continue;
+        if (!dryRun) await storage.delete(info.key);
+        if (isChunk) chunksDeleted++;
+        bytesFreed += info.size ?? 0;
+      }
+    }
+  }
+  return {
+    dryRun,
+    kept: decision.keep.map((m) => m.id),
+    deleted: deleting.map((m) => m.id),
+    chunksDeleted,
+    bytesFreed,
+    remaining: forget.length - deleting.length,
+    warnings,
+  };
+}

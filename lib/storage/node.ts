@@ -1,0 +1,30 @@
+import type { Config } from "../config.js";
+import { InvalidRequestError } from "../errors.js";
+import { fsStorage } from "./fs.js";
+import { memoryStorage } from "./memory.js";
+import { withPrefix } from "./prefixed.js";
+import { replitStorage } from "./replit.js";
+import { s3Storage } from "./s3.js";
+import type { Storage } from "./types.js";
+
+/** The store the Node runtime uses, from configuration, with `STORAGE_PREFIX` applied. */
+export function storageFromConfig(config: Config["storage"]): Storage {
+  let storage: Storage;
+  switch (config.driver) {
+    case "fs":
+      storage = fsStorage(config.backupDir);
+      break;
+    case "memory":
+      storage = memoryStorage();
+      break;
+    case "replit":
+      storage = replitStorage({ bucketId: config.replitBucketId });
+      break;
+    case "s3":
+      storage = s3Storage(config.s3!);
+      break;
+    case "r2":
+      throw new InvalidRequestError("configuration: STORAGE=r2 works only on Cloudflare Workers (an R2 binding); use STORAGE=s3 with R2's S3 endpoint from Node");
+  }
+  return withPrefix(storage, config.prefix);
+}
