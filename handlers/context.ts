@@ -45,6 +45,10 @@ export async function jsonBody<S extends v.GenericSchema>(c: AppContext, schema:
     } catch (err) {
       throw new HttpError(400, "invalid_request", `the body is not valid JSON: ${(err as Error).message}`);
     }
+    // valibot's object schemas accept arrays: `[]` would pass as `{}`.
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+      throw new HttpError(400, "invalid_request", `the body must be a JSON object (got ${parsed === null ? "null" : Array.isArray(parsed) ? "an array" : typeof parsed})`, [{ path: "body", message: "expected a JSON object" }]);
+    }
   }
   return validate(schema, parsed, "body");
 }

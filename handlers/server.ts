@@ -44,26 +44,43 @@ async function resolveToken(config: Config, log: Logger): Promise<{ token: strin
  * Starts everything `npm start` runs: the embedded Chroma unless CHROMA_URL is set, the
  * store, the startup restore (before the server accepts a connection), the HTTP server.
  */
-export async function startService(env: Env = process.env, log: Logger = jsonLogger): Promise<RunningService> {
+export async function startService(env: Env = process.env, log: Logger = jsonLogger, options: { signal?: AbortSignal } = {}): Promise<RunningService> {
+  const { signal } = options;
   const config = loadConfig(env, join);
   config.dataDir = resolve(config.dataDir);
   const { token, generated } = await resolveToken(config, log);
+  const storage = storageFromConfig(config.storage); // a configuration mistake fails before Chroma starts
   let embedded: EmbeddedChroma | null = null;
   if (!config.chroma.url) {
     embedded = await startEmbeddedChroma({ dataDir: join(config.dataDir, "chroma") });
     log("info", "started the embedded Chroma", { url: embedded.url, dataDir: embedded.dataDir });
   }
   const chroma = new ChromaRest({ url: config.chroma.url ?? embedded!.url, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey });
-  const storage = storageFromConfig(config.storage);
   const service = new BackupService({ chroma, storage, storagePrefix: config.storage.prefix, retention: config.retention, log });
   const app = createApp({ service, token, version: VERSION, log, backupMinIntervalSeconds: config.backupMinIntervalSeconds });
-
-  await runStartupRestore(app, token, config.restoreOnStart, log);
-
   const host = config.host ?? (generated ? "127.0.0.1" : "0.0.0.0");
-  const server = await new Promise<ServerType>((ready) => {
-    const s = serve({ fetch: app.fetch, port: config.port, hostname: host }, () => ready(s));
-  });
+
+  // A failed startup (e.g. EADDRINUSE) or a stop requested during it must not leave the embedded Chroma running.
+  const stopEmbedded = () => void embedded?.stop();
+  signal?.addEventListener("abort", stopEmbedded, { once: true });
+  let server: ServerType;
+  try {
+    signal?.throwIfAborted();
+    await runStartupRestore(app, token, config.restoreOnStart, log);
+    signal?.throwIfAborted();
+    server = await new Promise<ServerType>((ready, fail) => {
+      const s = serve({ fetch: app.fetch, port: config.port, hostname: host }, () => {
+        s.off("error", fail);
+        ready(s);
+      });
+      s.once("error", fail);
+    });
+  } catch (err) {
+    await embedded?.stop();
+    throw err;
+  } finally {
+    signal?.removeEventListener("abort", stopEmbedded);
+  }
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : config.port;
   const url = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`;
@@ -80,19 +97,32 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
 
 const isMain = process.argv[1] && import.meta.url === new URL(`file://${resolve(process.argv[1])}`).href;
 if (isMain) {
-  startService().then(
-    (running) => {
-      const shutdown = (signal: string) => {
-        jsonLogger("info", "shutting down", { signal });
-        running.stop().then(
-          () => process.exit(0),
-          () => process.exit(1),
-        );
-      };
-      process.once("SIGINT", shutdown);
-      process.once("SIGTERM", shutdown);
+  // Signal handlers go in first: a stop during startup (e.g. during a long restore) must
+  // also stop the embedded Chroma, not leave it running without its parent.
+  const starting = new AbortController();
+  let running: RunningService | null = null;
+  const exitAfterStop = (r: RunningService) =>
+    r.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  const shutdown = (signal: string) => {
+    jsonLogger("info", "shutting down", { signal });
+    if (running) void exitAfterStop(running);
+    else starting.abort(new Error(`${signal} during startup`));
+  };
+  process.once("SIGINT", shutdown);
+  process.once("SIGTERM", shutdown);
+  startService(process.env, jsonLogger, { signal: starting.signal }).then(
+    (r) => {
+      running = r;
+      if (starting.signal.aborted) void exitAfterStop(r);
     },
     (err: unknown) => {
+      if (starting.signal.aborted) {
+        jsonLogger("info", "stopped during startup");
+        process.exit(0);
+      }
       jsonLogger("error", "chroma-backup failed to start", errorFields(err));
       process.exit(1);
     },

@@ -20,7 +20,19 @@ export interface Config {
   };
   restoreOnStart: RestoreOnStart;
   backupMinIntervalSeconds: number;
-  retention: { keepLast: number; keepSafety: number };
+  retention: RetentionConfig;
+}
+
+/** Default retention: the keepLast/keepSafety of API.md, plus optional calendar rules for scheduled prunes. */
+export interface RetentionConfig {
+  keepLast: number;
+  keepSafety: number;
+  keepHourly?: number;
+  keepDaily?: number;
+  keepWeekly?: number;
+  keepMonthly?: number;
+  /** Seconds. */
+  keepWithin?: number;
 }
 
 export type Env = Record<string, string | undefined>;
@@ -34,6 +46,10 @@ function intVar(env: Env, name: string, fallback: number): number {
   if (raw === undefined || raw === "") return fallback;
   if (!/^\d+$/.test(raw)) fail(name, `must be a whole number, got ${JSON.stringify(raw)}`);
   return Number(raw);
+}
+
+function optionalInt(env: Env, name: string): number | undefined {
+  return env[name] === undefined || env[name] === "" ? undefined : intVar(env, name, 0);
 }
 
 function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
@@ -66,7 +82,15 @@ export function loadConfig(env: Env, join: (...parts: string[]) => string = (...
     },
     restoreOnStart: oneOf<RestoreOnStart>(env, "RESTORE_ON_START", ["if-empty", "always", "never"], "if-empty"),
     backupMinIntervalSeconds: parseDuration(env.BACKUP_MIN_INTERVAL || "1h", "BACKUP_MIN_INTERVAL"),
-    retention: { keepLast: intVar(env, "RETENTION_KEEP_LAST", 24), keepSafety: intVar(env, "RETENTION_KEEP_SAFETY", 3) },
+    retention: {
+      keepLast: intVar(env, "RETENTION_KEEP_LAST", 24),
+      keepSafety: intVar(env, "RETENTION_KEEP_SAFETY", 3),
+      keepHourly: optionalInt(env, "RETENTION_KEEP_HOURLY"),
+      keepDaily: optionalInt(env, "RETENTION_KEEP_DAILY"),
+      keepWeekly: optionalInt(env, "RETENTION_KEEP_WEEKLY"),
+      keepMonthly: optionalInt(env, "RETENTION_KEEP_MONTHLY"),
+      keepWithin: env.RETENTION_KEEP_WITHIN ? parseDuration(env.RETENTION_KEEP_WITHIN, "RETENTION_KEEP_WITHIN") : undefined,
+    },
   };
   if (config.chroma.url && !/^https?:\/\/[^/]/.test(config.chroma.url)) fail("CHROMA_URL", `must be an http(s) URL, got ${JSON.stringify(config.chroma.url)}`);
   if (config.storage.prefix.startsWith("/") || config.storage.prefix.includes("..")) fail("STORAGE_PREFIX", "must be a relative key prefix such as chromadb/");

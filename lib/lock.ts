@@ -132,6 +132,7 @@ export class Lease {
   private timer: ReturnType<typeof setInterval> | undefined;
   private lost: string | null = null;
   private renewing: Promise<void> = Promise.resolve();
+  private renewalInFlight = false;
 
   constructor(
     private readonly lock: StoreLock,
@@ -139,7 +140,13 @@ export class Lease {
     public info: LeaseInfo,
   ) {
     this.timer = setInterval(() => {
-      this.renewing = this.renew();
+      // One renewal at a time: release() awaits only `renewing`, so an older, slower one
+      // could otherwise land after the lease was dropped and bring it back.
+      if (this.renewalInFlight) return;
+      this.renewalInFlight = true;
+      this.renewing = this.renew().finally(() => {
+        this.renewalInFlight = false;
+      });
     }, lock.renewEveryMs);
     (this.timer as { unref?: () => void }).unref?.();
   }

@@ -1,4 +1,5 @@
 import type { ChromaRest } from "./chroma/rest.js";
+import type { RetentionConfig } from "./config.js";
 import { ChromaUnavailableError, NotFoundError } from "./errors.js";
 import { StoreLock, type LeaseInfo } from "./lock.js";
 import { jsonLogger, type Logger } from "./log.js";
@@ -17,7 +18,7 @@ export interface ServiceOptions {
   storage: Storage;
   /** Shown in /status; the store's key prefix. */
   storagePrefix: string;
-  retention: { keepLast: number; keepSafety: number };
+  retention: RetentionConfig;
   log?: Logger;
   /** Who holds the lock, in 409 answers and logs. */
   holder?: string;
@@ -105,7 +106,7 @@ export class BackupService {
       });
       let retention: PruneResult | null = null;
       try {
-        retention = await prune(this.storage, { keepLast: this.retention.keepLast, keepSafety: this.retention.keepSafety });
+        retention = await prune(this.storage, this.retention);
       } catch (err) {
         // The snapshot is committed; a failed rotation is retried by the next one.
         this.log("warn", "retention after backup failed", { snapshot: manifest.id, error: (err as Error).message });
@@ -197,13 +198,14 @@ export class BackupService {
   }
 
   async prune(request: PruneRequest = {}): Promise<PruneResult> {
+    // Each rule the request leaves out falls back to its configured value (keepLast: RETENTION_KEEP_LAST).
     const rules: RetentionRules = {
       keepLast: request.keepLast ?? this.retention.keepLast,
-      keepHourly: request.keepHourly,
-      keepDaily: request.keepDaily,
-      keepWeekly: request.keepWeekly,
-      keepMonthly: request.keepMonthly,
-      keepWithin: request.keepWithin,
+      keepHourly: request.keepHourly ?? this.retention.keepHourly,
+      keepDaily: request.keepDaily ?? this.retention.keepDaily,
+      keepWeekly: request.keepWeekly ?? this.retention.keepWeekly,
+      keepMonthly: request.keepMonthly ?? this.retention.keepMonthly,
+      keepWithin: request.keepWithin ?? this.retention.keepWithin,
       keepTags: request.keepTags,
       keepSafety: this.retention.keepSafety,
     };
@@ -249,7 +251,7 @@ export class BackupService {
         logicalBytes: catalog.snapshots.reduce((n, m) => n + m.bytes, 0),
       },
       lastBackup: last ? { id: last.id, createdAt: last.createdAt, ageSeconds: Math.floor((this.now().getTime() - Date.parse(last.createdAt)) / 1000) } : null,
-      retention: { keepLast: this.retention.keepLast, keepSafety: this.retention.keepSafety },
+      retention: this.retention,
       lock: await this.lock.current(),
     };
   }
@@ -260,6 +262,6 @@ export interface Status {
   chroma: { url: string; reachable: boolean; version: string | null; collections: number | null; records: number | null };
   storage: { driver: string; prefix: string; snapshots: number; damagedSnapshots: { id: string; error: string }[]; chunks: number; storedBytes: number; logicalBytes: number };
   lastBackup: { id: string; createdAt: string; ageSeconds: number } | null;
-  retention: { keepLast: number; keepSafety: number };
+  retention: RetentionConfig;
   lock: LeaseInfo | null;
 }

@@ -90,7 +90,10 @@ export function fsStorage(root: string): Storage {
     try {
       entries = await opendir(dir);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ENOTDIR") return;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return;
+      // A key used as a folder holds nothing; a root that is not a directory is a broken store, not an empty one.
+      if (code === "ENOTDIR" && (await stat(root).then((s) => s.isDirectory(), () => false))) return;
       throw err;
     }
     for await (const entry of entries) {
