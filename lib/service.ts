@@ -8,7 +8,7 @@ import { SAFETY_TAG, type RetentionRules } from "./retention.js";
 import { takeSnapshot, type ProgressEvent } from "./snapshot/backup.js";
 import { readCatalog, readManifest } from "./snapshot/catalog.js";
 import { manifestKey, summarize, type Manifest, type SnapshotSummary } from "./snapshot/manifest.js";
-import { planRestore, restoreSnapshot } from "./snapshot/restore.js";
+import { isAsideCollection, planRestore, restoreSnapshot } from "./snapshot/restore.js";
 import { verifySnapshot, type VerifyReport } from "./snapshot/verify.js";
 import { isNotFound } from "./storage/errors.js";
 import type { Storage } from "./storage/types.js";
@@ -135,7 +135,7 @@ export class BackupService {
     const plan = planRestore(manifest, request);
     const mode = request.mode ?? "replace";
 
-    const existing = await this.chroma.listCollections();
+    const existing = (await this.chroma.listCollections()).filter((c) => !isAsideCollection(c.name));
     if (request.ifEmpty && existing.length > 0) {
       return { restored: false, reason: `Chroma already holds ${existing.length} collection(s); ifEmpty restores only into an empty Chroma`, snapshot: manifest.id };
     }

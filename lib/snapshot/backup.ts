@@ -7,6 +7,7 @@ import { readCatalog, forEachLimited } from "./catalog.js";
 import { chunkKey, decodeDigests, digestsKey, encodeChunk, encodeDigests, sha256Hex } from "./chunk.js";
 import { FORMAT_VERSION, manifestKey, newSnapshotId, serializeManifest, type ChunkRef, type CollectionEntry, type Manifest } from "./manifest.js";
 import { concatBatches, recordDigests, sliceBatch, type RecordBatch } from "./records.js";
+import { isAsideCollection } from "./restore.js";
 
 export interface ProgressEvent {
   collection: string;
@@ -93,7 +94,8 @@ export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options
 }
 
 function selectCollections(all: CollectionInfo[], names: string[] | undefined): CollectionInfo[] {
-  if (!names) return all.sort((a, b) => a.name.localeCompare(b.name));
+  // A restore in progress (or one that died) builds collections aside: not data to keep.
+  if (!names) return all.filter((c) => !isAsideCollection(c.name)).sort((a, b) => a.name.localeCompare(b.name));
   const missing = names.filter((n) => !all.some((c) => c.name === n));
   if (missing.length > 0) throw new InvalidRequestError(`no such collection in Chroma: ${missing.join(", ")}`, { missing });
   return names.map((n) => all.find((c) => c.name === n)!);

@@ -59,12 +59,30 @@ export async function restoreSnapshot(chroma: ChromaRest, storage: Storage, mani
   return restored;
 }
 
+const ASIDE_MARK = ".restore-";
+
 function asideName(target: string): string {
-  const suffix = `.restore-${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+  const suffix = `${ASIDE_MARK}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
   return target.slice(0, 512 - suffix.length) + suffix;
 }
 
+/** A collection a restore builds aside before swapping it in; never backed up, never counted as data. */
+export function isAsideCollection(name: string): boolean {
+  return /\.restore-[0-9a-z]+$/.test(name);
+}
+
+/** Removes what a restore that died half way left aside for `target`. */
+async function sweepAside(chroma: ChromaRest, target: string): Promise<void> {
+  for (const c of await chroma.listCollections()) {
+    if (!isAsideCollection(c.name)) continue;
+    const base = c.name.slice(0, c.name.lastIndexOf(ASIDE_MARK));
+    // A long target was truncated to fit the aside name in 512 characters.
+    if (base === target || (c.name.length >= 500 && target.startsWith(base))) await chroma.deleteCollection(c.name);
+  }
+}
+
 async function replaceCollection(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, target: string, options: RestoreOptions): Promise<void> {
+  await sweepAside(chroma, target);
   const aside = await chroma.createCollection(asideName(target), entry.metadataJson, entry.configurationJson);
   try {
     await writeRecords(chroma, storage, entry, aside, "add", options);

@@ -17,9 +17,9 @@ import { addRecords, collectionId, createCollection, deleteRecords, describeColl
 import { expectSameRecords, parseDump } from "./compare.js";
 
 const COLLECTIONS = [
-  { name: "docs-l2", space: "l2", count: 4000, dim: 48, config: '{"hnsw":{"space":"l2","ef_construction":150,"max_neighbors":24,"ef_search":120}}', metadata: '{"owner":"team-a","version":2,"ratio":1.0}' },
+  { name: "docs-l2", space: "l2", count: 4000, dim: 48, config: '{"hnsw":{"space":"l2","ef_construction":200,"max_neighbors":32,"ef_search":400}}', metadata: '{"owner":"team-a","version":2,"ratio":1.0}' },
   { name: "docs-cosine", space: "cosine", count: 3500, dim: 48, config: '{"hnsw":{"space":"cosine","ef_construction":200,"max_neighbors":32,"ef_search":300}}', metadata: "null" },
-  { name: "docs-ip", space: "ip", count: 2600, dim: 48, config: '{"hnsw":{"space":"ip","ef_search":200}}', metadata: '{"flag":true}' },
+  { name: "docs-ip", space: "ip", count: 2600, dim: 48, config: '{"hnsw":{"space":"ip","ef_search":400,"max_neighbors":32}}', metadata: '{"flag":true}' },
 ];
 
 let chroma: TestChroma;
@@ -127,6 +127,14 @@ describe("a snapshot of a live Chroma", () => {
     const copy = (await describeCollection(chroma.url, "docs-ip-copy"))!;
     expectSameRecords(parseDump(before.get("docs-ip")!.dump), parseDump(await dumpCollection(chroma.url, copy.id)), false);
     await rest.deleteCollection("docs-ip-copy");
+  }, 120_000);
+
+  it("sweeps what a killed restore left aside, and never backs it up", async () => {
+    await createCollection(chroma.url, "docs-ip.restore-deadbeef1", '{"hnsw":{"space":"ip"}}');
+    const snap = await takeSnapshot(rest, storage, { collections: undefined });
+    expect(snap.collections.map((c) => c.name)).not.toContain("docs-ip.restore-deadbeef1");
+    await restoreSnapshot(rest, storage, first, { collections: ["docs-ip"] });
+    expect(await listCollectionNames(chroma.url)).not.toContain("docs-ip.restore-deadbeef1");
   }, 120_000);
 
   it("catches a flipped byte in a stored chunk in verify and in restore, naming the chunk, writing nothing", async () => {

@@ -1,0 +1,63 @@
+import { randomBytes } from "node:crypto";
+import { join, resolve } from "node:path";
+import { ChromaRest } from "../chroma/rest.js";
+import { freePort, startEmbeddedChroma, type EmbeddedChroma } from "../chroma/embedded.js";
+import { loadConfig, type Env } from "../config.js";
+import { BackupError } from "../errors.js";
+import type { Logger } from "../log.js";
+import { BackupService } from "../service.js";
+import { storageFromConfig } from "../storage/node.js";
+import { createApp } from "../../handlers/app.js";
+import { VERSION } from "../../handlers/version.js";
+import { CliError, EXIT } from "./exit.js";
+import { requestInit, type Transport } from "./transport.js";
+
+/**
+ * The service's app in this process, built as handlers/server.ts builds it (config from
+ * the environment, storage, Chroma, BackupService, createApp) but not listening, with a
+ * throwaway in-memory token. Without CHROMA_URL the embedded Chroma (DATA_DIR/chroma) is
+ * started on the first request that reaches Chroma, so `list` or `verify` never start it.
+ */
+export async function inProcessTransport(env: Env, log: Logger): Promise<Transport> {
+  let config;
+  try {
+    config = loadConfig(env, join);
+  } catch (err) {
+    throw new CliError((err as Error).message, err instanceof BackupError ? EXIT.usage : EXIT.failure, { cause: err });
+  }
+  config.dataDir = resolve(config.dataDir);
+  let embedded: Promise<EmbeddedChroma> | null = null;
+  let chromaUrl = config.chroma.url;
+  let chromaFetch: typeof fetch | undefined;
+  if (!chromaUrl) {
+    const port = await freePort();
+    chromaUrl = `http://127.0.0.1:${port}`;
+    const dataDir = join(config.dataDir, "chroma");
+    chromaFetch = async (input, init) => {
+      embedded ??= startEmbeddedChroma({ dataDir, port }).then((e) => {
+        log("info", "started the embedded Chroma", { url: e.url, dataDir: e.dataDir });
+        return e;
+      });
+      await embedded;
+      return fetch(input, init);
+    };
+  }
+  const chroma = new ChromaRest({ url: chromaUrl, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey, fetch: chromaFetch });
+  let storage;
+  try {
+    storage = storageFromConfig(config.storage);
+  } catch (err) {
+    throw new CliError((err as Error).message, err instanceof BackupError ? EXIT.usage : EXIT.unavailable, { cause: err });
+  }
+  const service = new BackupService({ chroma, storage, storagePrefix: config.storage.prefix, retention: config.retention, log, holder: `chroma-backup-cli-${process.pid}` });
+  const token = randomBytes(24).toString("base64url");
+  const app = createApp({ service, token, version: VERSION, log, backupMinIntervalSeconds: config.backupMinIntervalSeconds });
+  return {
+    describe: "in-process",
+    request: async (method, path, options = {}) => app.request(path, requestInit(method, token, options)),
+    async close() {
+      const running = embedded ? await embedded.catch(() => null) : null;
+      await running?.stop();
+    },
+  };
+}
