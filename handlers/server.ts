@@ -49,7 +49,7 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
   const config = loadConfig(env, join);
   config.dataDir = resolve(config.dataDir);
   const { token, generated } = await resolveToken(config, log);
-  const storage = storageFromConfig(config.storage); // a configuration mistake fails before Chroma starts
+  const storage = await storageFromConfig(config.storage); // a configuration mistake fails before Chroma starts
   let embedded: EmbeddedChroma | null = null;
   if (!config.chroma.url) {
     embedded = await startEmbeddedChroma({ dataDir: join(config.dataDir, "chroma") });

@@ -45,7 +45,7 @@ export async function inProcessTransport(env: Env, log: Logger): Promise<Transpo
   const chroma = new ChromaRest({ url: chromaUrl, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey, fetch: chromaFetch });
   let storage;
   try {
-    storage = storageFromConfig(config.storage);
+    storage = await storageFromConfig(config.storage);
   } catch (err) {
     throw new CliError((err as Error).message, err instanceof BackupError ? EXIT.usage : EXIT.unavailable, { cause: err });
   }

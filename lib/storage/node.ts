@@ -3,12 +3,14 @@ import { InvalidRequestError } from "../errors.js";
 import { fsStorage } from "./fs.js";
 import { memoryStorage } from "./memory.js";
 import { withPrefix } from "./prefixed.js";
-import { replitStorage } from "./replit.js";
-import { s3Storage } from "./s3.js";
 import type { Storage } from "./types.js";
 
-/** The store the Node runtime uses, from configuration, with `STORAGE_PREFIX` applied. */
-export function storageFromConfig(config: Config["storage"]): Storage {
+/**
+ * The store the Node runtime uses, from configuration, with `STORAGE_PREFIX` applied.
+ * The cloud drivers are loaded only when chosen: the replit one pulls in the whole GCS
+ * client, about a second of start-up for every CLI call that does not need it.
+ */
+export async function storageFromConfig(config: Config["storage"]): Promise<Storage> {
   let storage: Storage;
   switch (config.driver) {
     case "fs":
@@ -18,10 +20,10 @@ export function storageFromConfig(config: Config["storage"]): Storage {
       storage = memoryStorage();
       break;
     case "replit":
-      storage = replitStorage({ bucketId: config.replitBucketId });
+      storage = (await import("./replit.js")).replitStorage({ bucketId: config.replitBucketId });
       break;
     case "s3":
-      storage = s3Storage(config.s3!);
+      storage = (await import("./s3.js")).s3Storage(config.s3!);
       break;
     case "r2":
       throw new InvalidRequestError("configuration: STORAGE=r2 works only on Cloudflare Workers (an R2 binding); use STORAGE=s3 with R2's S3 endpoint from Node");

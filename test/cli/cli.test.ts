@@ -170,7 +170,7 @@ describe("chroma-backup --url", () => {
 
   beforeAll(async () => {
     const chromaRest = new ChromaRest({ url: chroma.url });
-    const storage = storageFromConfig({ driver: "fs", backupDir: env.BACKUP_DIR!, prefix: "chromadb/" });
+    const storage = await storageFromConfig({ driver: "fs", backupDir: env.BACKUP_DIR!, prefix: "chromadb/" });
     const service = new BackupService({ chroma: chromaRest, storage, storagePrefix: "chromadb/", retention: { keepLast: 24, keepSafety: 3 }, log: silentLogger });
     const app = createApp({ service, token, version: "test", log: silentLogger, backupMinIntervalSeconds: 3600 });
     server = await new Promise<ServerType>((ready) => {

@@ -1,0 +1,66 @@
+/**
+ * The Cloudflare Worker entry: the same Hono app and routes as the Node server, over an
+ * R2 bucket, plus a cron-triggered prune. Only portable modules are imported here (no
+ * fs, replit driver or embedded Chroma): `npm run build:worker` fails if one sneaks in.
+ */
+import { ChromaRest } from "../lib/chroma/rest.js";
+import { loadConfig, type Config } from "../lib/config.js";
+import { errorFields, jsonLogger } from "../lib/log.js";
+import { BackupService } from "../lib/service.js";
+import { withPrefix } from "../lib/storage/prefixed.js";
+import { r2Storage, type R2BucketLike } from "../lib/storage/r2.js";
+import { createApp } from "./app.js";
+import { errorBody } from "./errors.js";
+import { VERSION } from "./version.js";
+
+export interface WorkerEnv {
+  BACKUP_BUCKET: R2BucketLike;
+  BACKUP_API_TOKEN?: string;
+  CHROMA_URL?: string;
+  [name: string]: unknown;
+}
+
+interface Built {
+  config: Config;
+  service: BackupService;
+  app: ReturnType<typeof createApp>;
+}
+
+function build(env: WorkerEnv): Built {
+  const vars = Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => typeof e[1] === "string"));
+  const config = loadConfig({ ...vars, STORAGE: "r2" });
+  if (!config.chroma.url) throw new Error("set CHROMA_URL (a Chroma reachable over HTTP) in wrangler.toml [vars] or as a secret");
+  const chroma = new ChromaRest({ url: config.chroma.url, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey });
+  const storage = withPrefix(r2Storage(env.BACKUP_BUCKET), config.storage.prefix);
+  const service = new BackupService({ chroma, storage, storagePrefix: config.storage.prefix, retention: config.retention, log: jsonLogger, holder: "worker" });
+  // No token, no service: a Worker cannot generate and show one the way `npm start` does.
+  const token = config.token ?? "";
+  return { config, service, app: createApp({ service, token, version: VERSION, log: jsonLogger, backupMinIntervalSeconds: config.backupMinIntervalSeconds }) };
+}
+
+export default {
+  async fetch(request: Request, env: WorkerEnv): Promise<Response> {
+    let built: Built;
+    try {
+      built = build(env);
+    } catch (err) {
+      return Response.json(errorBody({ status: 500, code: "misconfigured", message: (err as Error).message }), { status: 500 });
+    }
+    if (!built.config.token && new URL(request.url).pathname !== "/health") {
+      return Response.json(errorBody({ status: 500, code: "misconfigured", message: "set the BACKUP_API_TOKEN secret (wrangler secret put BACKUP_API_TOKEN)" }), { status: 500 });
+    }
+    return built.app.fetch(request);
+  },
+
+  /** The cron trigger: prune with the configured retention rules, and log the result. */
+  async scheduled(_controller: unknown, env: WorkerEnv): Promise<void> {
+    try {
+      const { service } = build(env);
+      const result = await service.prune();
+      jsonLogger("info", "scheduled prune", { operation: "prune", outcome: "ok", deleted: result.deleted, chunksDeleted: result.chunksDeleted, bytesFreed: result.bytesFreed, remaining: result.remaining, warnings: result.warnings });
+    } catch (err) {
+      jsonLogger("error", "scheduled prune failed", { operation: "prune", outcome: "error", ...errorFields(err) });
+      throw err;
+    }
+  },
+};

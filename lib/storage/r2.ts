@@ -1,0 +1,258 @@
+import { notFound, StorageError, type StorageErrorKind, type StorageOperation } from "./errors.js";
+import { assertValidKey, assertValidPrefix } from "./keys.js";
+import { isTransient, withRetry, type RetryOptions } from "./retry.js";
+import { fixedSizePieces, readAll } from "./streams.js";
+import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
+
+/*
+ * The slice of a Workers R2 binding this driver uses, declared here so lib/ does not
+ * depend on @cloudflare/workers-types (it is also typechecked with Node's types). A real
+ * `R2Bucket` is assignable to `R2BucketLike`; so is a test double.
+ */
+export interface R2ObjectLike {
+  readonly key: string;
+  readonly size: number;
+  readonly uploaded: Date;
+}
+
+export interface R2ObjectBodyLike extends R2ObjectLike {
+  readonly body: ReadableStream<Uint8Array>;
+}
+
+export interface R2UploadedPartLike {
+  partNumber: number;
+  etag: string;
+}
+
+export interface R2MultipartUploadLike {
+  uploadPart(partNumber: number, value: Uint8Array): Promise<R2UploadedPartLike>;
+  abort(): Promise<void>;
+  complete(uploadedParts: R2UploadedPartLike[]): Promise<R2ObjectLike>;
+}
+
+export interface R2ObjectsLike {
+  objects: R2ObjectLike[];
+  truncated: boolean;
+  cursor?: string;
+}
+
+export interface R2BucketLike {
+  head(key: string): Promise<R2ObjectLike | null>;
+  get(key: string): Promise<R2ObjectBodyLike | null>;
+  /** Resolves null when an `onlyIf` precondition fails (nothing written). */
+  put(key: string, value: Uint8Array, options?: { onlyIf?: { etagDoesNotMatch?: string } }): Promise<R2ObjectLike | null>;
+  createMultipartUpload(key: string): Promise<R2MultipartUploadLike>;
+  delete(key: string): Promise<void>;
+  list(options: { prefix?: string; cursor?: string; limit?: number }): Promise<R2ObjectsLike>;
+}
+
+export interface R2StorageOptions {
+  /**
+   * Part size for streams of unknown length, 8 MiB unless set. R2 wants every part but
+   * the last at least 5 MiB and all of one size; a stream that fits in one part is sent
+   * with a single put.
+   */
+  partSize?: number;
+  /**
+   * The largest stream body `putIfAbsent` buffers (32 MiB unless set). R2's conditional
+   * write exists only for single puts, which need a known length; byte bodies have no limit.
+   */
+  putIfAbsentMaxBytes?: number;
+  retry?: RetryOptions;
+}
+
+const MiB = 1024 * 1024;
+const MIN_PART_SIZE = 5 * MiB;
+const LIST_LIMIT = 1000;
+
+/*
+ * R2 error codes the binding reports as `... (NNNNN)` at the end of its messages (and, in
+ * some runtimes, as `code`): https://developers.cloudflare.com/r2/api/error-codes/
+ */
+const R2_STATUS: Record<number, number> = {
+  10001: 500, // InternalError
+  10007: 404, // NoSuchKey
+  10020: 400, // InvalidObjectName
+  10031: 412, // PreconditionFailed
+  10043: 503, // ServiceUnavailable
+  10058: 429, // TooManyRequests
+};
+const R2_TRANSIENT = new Set([10001, 10043, 10058]);
+
+function r2Code(err: unknown): number | undefined {
+  if (typeof err !== "object" || err === null) return undefined;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === "number") return code;
+  const match = /\((\d{5,6})\)\s*$/.exec(String((err as { message?: unknown }).message ?? ""));
+  return match ? Number(match[1]) : undefined;
+}
+
+/**
+ * A Workers R2 binding as storage. Byte bodies go up in one put; streams of unknown
+ * length (which the binding refuses) are cut into fixed-size parts: one part is one put,
+ * more become a multipart upload that is aborted on any failure, so an object appears
+ * only when complete. `putIfAbsent` is R2's conditional put (`etagDoesNotMatch: "*"`),
+ * atomic on the bucket.
+ */
+export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}): Storage {
+  const driver = "r2";
+  const partSize = options.partSize ?? 8 * MiB;
+  const putIfAbsentMaxBytes = options.putIfAbsentMaxBytes ?? 32 * MiB;
+  if (!Number.isInteger(partSize) || partSize < MIN_PART_SIZE) {
+    throw new RangeError(`r2: partSize must be an integer of at least ${MIN_PART_SIZE} bytes (R2's minimum part size), got ${partSize}`);
+  }
+
+  function toStorageError(operation: StorageOperation, key: string, err: unknown): StorageError {
+    if (err instanceof StorageError) return err;
+    const code = r2Code(err);
+    const retryable =
+      (code !== undefined && R2_TRANSIENT.has(code)) ||
+      (err as { retryable?: unknown } | null)?.retryable === true ||
+      /network connection lost/i.test(String((err as { message?: unknown } | null)?.message ?? "")) ||
+      isTransient(err);
+    const kind: StorageErrorKind = code === 10020 ? "invalid_key" : retryable ? "unavailable" : "failed";
+    const message = err instanceof Error ? err.message : String(err);
+    return new StorageError(`r2: ${operation} "${key}" failed: ${message}`, {
+      driver,
+      operation,
+      key,
+      kind,
+      status: code === undefined ? undefined : R2_STATUS[code],
+      retryable,
+      cause: err,
+    });
+  }
+
+  /** One binding call, safe to repeat: typed errors, transient ones retried. */
+  function call<T>(operation: StorageOperation, key: string, fn: (attempt: number) => Promise<T>): Promise<T> {
+    return withRetry(async (attempt) => {
+      try {
+        return await fn(attempt);
+      } catch (err) {
+        throw toStorageError(operation, key, err);
+      }
+    }, options.retry);
+  }
+
+  async function putStream(key: string, stream: ReadableStream<Uint8Array>): Promise<void> {
+    const pieces = fixedSizePieces(stream, partSize);
+    try {
+      const first = await pieces.next();
+      if (first.done) {
+        await call("put", key, () => bucket.put(key, new Uint8Array(0)));
+        return;
+      }
+      const second = await pieces.next();
+      if (second.done) {
+        await call("put", key, () => bucket.put(key, first.value));
+        return;
+      }
+      const upload = await call("put", key, () => bucket.createMultipartUpload(key));
+      try {
+        const parts: R2UploadedPartLike[] = [];
+        const send = async (bytes: Uint8Array) => {
+          const partNumber = parts.length + 1;
+          parts.push(await call("put", key, () => upload.uploadPart(partNumber, bytes)));
+        };
+        await send(first.value);
+        await send(second.value);
+        for (let next = await pieces.next(); !next.done; next = await pieces.next()) await send(next.value);
+        await call("put", key, () => upload.complete(parts));
+      } catch (err) {
+        // Drop the uploaded parts: an uncompleted upload never shows under the key.
+        await upload.abort().catch(() => {});
+        throw err;
+      }
+    } finally {
+      // Stops and cancels the source if the upload ended early.
+      await pieces.return(undefined);
+    }
+  }
+
+  async function bytesEqual(key: string, bytes: Uint8Array): Promise<boolean> {
+    const existing = await call("putIfAbsent", key, () => bucket.get(key));
+    if (!existing) return false;
+    if (existing.size !== bytes.byteLength) {
+      await existing.body.cancel().catch(() => {});
+      return false;
+    }
+    const stored = await readAll(existing.body);
+    return stored.every((b, i) => b === bytes[i]);
+  }
+
+  return {
+    driver,
+    capabilities: { atomicPutIfAbsent: true },
+
+    async put(key, body: Body) {
+      assertValidKey(driver, "put", key);
+      try {
+        if (body instanceof Uint8Array) await call("put", key, () => bucket.put(key, body));
+        else await putStream(key, body);
+      } catch (err) {
+        throw toStorageError("put", key, err);
+      }
+    },
+
+    async putIfAbsent(key, body) {
+      assertValidKey(driver, "putIfAbsent", key);
+      let bytes: Uint8Array;
+      try {
+        bytes = body instanceof Uint8Array ? body : await readAll(body, putIfAbsentMaxBytes);
+      } catch (err) {
+        if (err instanceof RangeError && !(body instanceof Uint8Array)) {
+          await body.cancel().catch(() => {}); // readAll stopped reading: stop the source too
+          throw new StorageError(
+            `r2: putIfAbsent "${key}": a stream body over ${putIfAbsentMaxBytes} bytes cannot be written conditionally (R2 allows it only for single puts); pass bytes or raise putIfAbsentMaxBytes`,
+            { driver, operation: "putIfAbsent", key, cause: err },
+          );
+        }
+        throw toStorageError("putIfAbsent", key, err);
+      }
+      return call("putIfAbsent", key, async (attempt) => {
+        const created = await bucket.put(key, bytes, { onlyIf: { etagDoesNotMatch: "*" } });
+        if (created) return true;
+        // A failed earlier try may have written the object before its answer was lost:
+        // then the object is ours exactly when it holds our bytes.
+        return attempt > 1 && (await bytesEqual(key, bytes));
+      });
+    },
+
+    async get(key) {
+      assertValidKey(driver, "get", key);
+      const object = await call("get", key, () => bucket.get(key));
+      if (!object) throw notFound(driver, "get", key);
+      return object.body;
+    },
+
+    async head(key): Promise<ObjectStat> {
+      assertValidKey(driver, "head", key);
+      const object = await call("head", key, () => bucket.head(key));
+      if (!object) throw notFound(driver, "head", key);
+      return { size: object.size, lastModified: object.uploaded };
+    },
+
+    async *list(prefix): AsyncIterable<ObjectInfo> {
+      assertValidPrefix(driver, prefix);
+      let cursor: string | undefined;
+      do {
+        const request = { limit: LIST_LIMIT, ...(prefix ? { prefix } : {}), ...(cursor ? { cursor } : {}) };
+        const page = await call("list", prefix, () => bucket.list(request));
+        for (const object of page.objects) yield { key: object.key, size: object.size, lastModified: object.uploaded };
+        if (page.truncated && !page.cursor) {
+          throw new StorageError(`r2: list "${prefix}" failed: a truncated page came without a cursor`, {
+            driver,
+            operation: "list",
+            key: prefix,
+          });
+        }
+        cursor = page.truncated ? page.cursor : undefined;
+      } while (cursor);
+    },
+
+    async delete(key) {
+      assertValidKey(driver, "delete", key);
+      await call("delete", key, () => bucket.delete(key));
+    },
+  };
+}
