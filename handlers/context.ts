@@ -10,8 +10,6 @@ export interface AppDeps {
   token: string;
   version: string;
   log: Logger;
-  /** Default `ifOlderThan` (seconds) of `backupIfDue`. */
-  backupMinIntervalSeconds: number;
   maxBodyBytes?: number;
 }
 

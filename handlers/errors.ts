@@ -28,7 +28,7 @@ export function validationError(issues: [v.BaseIssue<unknown>, ...v.BaseIssue<un
     path: `${where}${issue.path ? "." + issue.path.map((p) => String(p.key)).join(".") : ""}`,
     message: issue.expected === "never" ? "unknown field: remove it (field names are case-sensitive)" : issue.message,
   }));
-  return new HttpError(400, "invalid_request", `invalid ${where}: ${details.map((d) => `${d.path}: ${d.message}`).join("; ")}`, details);
+  return new HttpError(400, "invalid_request", `invalid request: ${details.map((d) => `${d.path}: ${d.message}`).join("; ")}`, details);
 }
 
 /** The one place typed errors become the API's JSON errors. */

@@ -56,8 +56,8 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
     log("info", "started the embedded Chroma", { url: embedded.url, dataDir: embedded.dataDir });
   }
   const chroma = new ChromaRest({ url: config.chroma.url ?? embedded!.url, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey });
-  const service = new BackupService({ chroma, storage, storagePrefix: config.storage.prefix, retention: config.retention, log });
-  const app = createApp({ service, token, version: VERSION, log, backupMinIntervalSeconds: config.backupMinIntervalSeconds });
+  const service = BackupService.fromConfig(config, { chroma, storage, log });
+  const app = createApp({ service, token, version: VERSION, log });
   const host = config.host ?? (generated ? "127.0.0.1" : "0.0.0.0");
 
   // A failed startup (e.g. EADDRINUSE) or a stop requested during it must not leave the embedded Chroma running.

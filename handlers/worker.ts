@@ -32,10 +32,10 @@ function build(env: WorkerEnv): Built {
   if (!config.chroma.url) throw new Error("set CHROMA_URL (a Chroma reachable over HTTP) in wrangler.toml [vars] or as a secret");
   const chroma = new ChromaRest({ url: config.chroma.url, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey });
   const storage = withPrefix(r2Storage(env.BACKUP_BUCKET), config.storage.prefix);
-  const service = new BackupService({ chroma, storage, storagePrefix: config.storage.prefix, retention: config.retention, log: jsonLogger, holder: "worker" });
+  const service = BackupService.fromConfig(config, { chroma, storage, log: jsonLogger, holder: "worker" });
   // No token, no service: a Worker cannot generate and show one the way `npm start` does.
   const token = config.token ?? "";
-  return { config, service, app: createApp({ service, token, version: VERSION, log: jsonLogger, backupMinIntervalSeconds: config.backupMinIntervalSeconds }) };
+  return { config, service, app: createApp({ service, token, version: VERSION, log: jsonLogger }) };
 }
 
 export default {

@@ -1,5 +1,5 @@
 import type { ChromaRest } from "./chroma/rest.js";
-import type { RetentionConfig } from "./config.js";
+import type { Config, RetentionConfig } from "./config.js";
 import { ChromaUnavailableError, NotFoundError } from "./errors.js";
 import { StoreLock, type LeaseInfo } from "./lock.js";
 import { jsonLogger, type Logger } from "./log.js";
@@ -19,6 +19,8 @@ export interface ServiceOptions {
   /** Shown in /status; the store's key prefix. */
   storagePrefix: string;
   retention: RetentionConfig;
+  /** Default interval (seconds) of `backupIfDue`: BACKUP_MIN_INTERVAL. */
+  backupMinIntervalSeconds?: number;
   log?: Logger;
   /** Who holds the lock, in 409 answers and logs. */
   holder?: string;
@@ -65,6 +67,11 @@ export class BackupService {
   private readonly log: Logger;
   private readonly holder: string;
   private readonly now: () => Date;
+
+  /** The service as a runtime builds it from configuration. */
+  static fromConfig(config: Config, parts: Pick<ServiceOptions, "chroma" | "storage" | "log" | "holder">): BackupService {
+    return new BackupService({ ...parts, storagePrefix: config.storage.prefix, retention: config.retention, backupMinIntervalSeconds: config.backupMinIntervalSeconds });
+  }
 
   constructor(private readonly options: ServiceOptions) {
     this.chroma = options.chroma;
@@ -117,8 +124,11 @@ export class BackupService {
     }
   }
 
-  /** The after-upload call: a backup only when the newest snapshot is older than `minInterval` seconds. */
-  backupIfDue(minIntervalSeconds: number, request: Omit<BackupRequest, "ifOlderThan"> = {}): Promise<BackupOutcome> {
+  /**
+   * The after-upload call: a backup only when the newest snapshot is older than
+   * `minIntervalSeconds` (default BACKUP_MIN_INTERVAL, 1h).
+   */
+  backupIfDue(minIntervalSeconds = this.options.backupMinIntervalSeconds ?? 3600, request: Omit<BackupRequest, "ifOlderThan"> = {}): Promise<BackupOutcome> {
     return this.backup({ ...request, ifOlderThan: minIntervalSeconds });
   }
 

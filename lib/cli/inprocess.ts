@@ -49,9 +49,9 @@ export async function inProcessTransport(env: Env, log: Logger): Promise<Transpo
   } catch (err) {
     throw new CliError((err as Error).message, err instanceof BackupError ? EXIT.usage : EXIT.unavailable, { cause: err });
   }
-  const service = new BackupService({ chroma, storage, storagePrefix: config.storage.prefix, retention: config.retention, log, holder: `chroma-backup-cli-${process.pid}` });
+  const service = BackupService.fromConfig(config, { chroma, storage, log, holder: `chroma-backup-cli-${process.pid}` });
   const token = randomBytes(24).toString("base64url");
-  const app = createApp({ service, token, version: VERSION, log, backupMinIntervalSeconds: config.backupMinIntervalSeconds });
+  const app = createApp({ service, token, version: VERSION, log });
   return {
     describe: "in-process",
     request: async (method, path, options = {}) => app.request(path, requestInit(method, token, options)),

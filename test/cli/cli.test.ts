@@ -172,7 +172,7 @@ describe("chroma-backup --url", () => {
     const chromaRest = new ChromaRest({ url: chroma.url });
     const storage = await storageFromConfig({ driver: "fs", backupDir: env.BACKUP_DIR!, prefix: "chromadb/" });
     const service = new BackupService({ chroma: chromaRest, storage, storagePrefix: "chromadb/", retention: { keepLast: 24, keepSafety: 3 }, log: silentLogger });
-    const app = createApp({ service, token, version: "test", log: silentLogger, backupMinIntervalSeconds: 3600 });
+    const app = createApp({ service, token, version: "test", log: silentLogger });
     server = await new Promise<ServerType>((ready) => {
       const s = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }, () => ready(s));
     });

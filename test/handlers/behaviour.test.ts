@@ -151,6 +151,16 @@ describe("ifOlderThan and backupIfDue", () => {
     if (due.skipped) return;
     expect(await ids(api)).toEqual([due.snapshot.id, first.snapshot.id]);
   });
+
+  it("service.backupIfDue() defaults to the configured BACKUP_MIN_INTERVAL", async () => {
+    const time = clock();
+    const { service } = await fresh("memory", { now: time.now, backupMinIntervalSeconds: 600 });
+    expect((await service.backupIfDue()).skipped).toBe(false);
+    time.advance(5 * 60_000);
+    expect((await service.backupIfDue()).skipped).toBe(true);
+    time.advance(6 * 60_000);
+    expect((await service.backupIfDue()).skipped).toBe(false);
+  });
 });
 
 describe("retention and prune", () => {

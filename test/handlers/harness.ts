@@ -44,6 +44,7 @@ export interface ServiceSetup {
   keepSafety?: number;
   now?: () => Date;
   chromaTimeoutMs?: number;
+  backupMinIntervalSeconds?: number;
 }
 
 export function makeService(s: ServiceSetup): BackupService {
@@ -54,11 +55,12 @@ export function makeService(s: ServiceSetup): BackupService {
     retention: { keepLast: s.keepLast ?? 24, keepSafety: s.keepSafety ?? 3 },
     log: silentLogger,
     now: s.now,
+    backupMinIntervalSeconds: s.backupMinIntervalSeconds,
   });
 }
 
 export function makeApp(service: BackupService, extra: { maxBodyBytes?: number } = {}): Hono<AppEnv> {
-  return createApp({ service, token: TOKEN, version: VERSION, log: silentLogger, backupMinIntervalSeconds: 3600, ...extra });
+  return createApp({ service, token: TOKEN, version: VERSION, log: silentLogger, ...extra });
 }
 
 export interface Reply {
