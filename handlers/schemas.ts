@@ -41,6 +41,7 @@ export const RestoreBody = v.strictObject({
   ifEmpty: v.optional(v.boolean("ifEmpty is true or false")),
   safetySnapshot: v.optional(v.boolean("safetySnapshot is true or false")),
   dryRun: v.optional(v.boolean("dryRun is true or false")),
+  fallbackToVerified: v.optional(v.boolean("fallbackToVerified is true or false")),
 });
 
 export const PruneBody = v.strictObject({

@@ -1,6 +1,6 @@
 import type { ChromaRest } from "./chroma/rest.js";
 import type { Config, RetentionConfig } from "./config.js";
-import { ChromaUnavailableError, NotFoundError } from "./errors.js";
+import { ChromaUnavailableError, NotFoundError, SnapshotCorruptError } from "./errors.js";
 import { StoreLock, type LeaseInfo } from "./lock.js";
 import { jsonLogger, type Logger } from "./log.js";
 import { prune, type PruneResult } from "./prune.js";
@@ -47,11 +47,13 @@ export interface RestoreRequest {
   ifEmpty?: boolean;
   safetySnapshot?: boolean;
   dryRun?: boolean;
+  /** With `latest`: verify first, and fall back to the newest snapshot that verifies (the startup hook's choice). */
+  fallbackToVerified?: boolean;
 }
 
 export type RestoreOutcome =
-  | { restored: true; snapshot: string; collections: { name: string; records: number }[]; safetySnapshot: string | null; durationMs: number }
-  | { restored: false; reason: string; snapshot?: string; dryRun?: boolean; plan?: { name: string; from: string; records: number; action: string }[] };
+  | { restored: true; snapshot: string; collections: { name: string; records: number }[]; safetySnapshot: string | null; durationMs: number; skipped?: { id: string; reason: string }[] }
+  | { restored: false; reason: string; snapshot?: string; dryRun?: boolean; plan?: { name: string; from: string; records: number; action: string }[]; skipped?: { id: string; reason: string }[] };
 
 export interface PruneRequest extends Omit<RetentionRules, "keepSafety"> {
   dryRun?: boolean;
@@ -134,18 +136,25 @@ export class BackupService {
 
   async restore(request: RestoreRequest = {}, onProgress?: (e: ProgressEvent) => void): Promise<RestoreOutcome> {
     const started = this.now().getTime();
+    const existing = (await this.chroma.listCollections()).filter((c) => !isAsideCollection(c.name));
+    const skipped: { id: string; reason: string }[] = [];
     let manifest: Manifest;
     if ((request.snapshot ?? "latest") === "latest") {
-      const latest = await this.latest();
-      if (!latest) return { restored: false, reason: "no snapshot" };
-      manifest = latest;
+      const { snapshots, damaged } = await readCatalog(this.storage);
+      const candidates = snapshots.filter((m) => m.tag !== SAFETY_TAG);
+      // Ids sort by time: a damaged manifest newer than the newest good one was skipped.
+      for (const d of damaged) if (!candidates[0] || d.id > candidates[0].id) skipped.push({ id: d.id, reason: d.error });
+      if (!candidates[0]) return { restored: false, reason: "no snapshot", ...(skipped.length ? { skipped } : {}) };
+      manifest = candidates[0];
+      if (request.fallbackToVerified && !(request.ifEmpty && existing.length > 0)) {
+        manifest = await this.newestVerified(candidates, skipped);
+      }
     } else {
       manifest = await readManifest(this.storage, request.snapshot!);
     }
     const plan = planRestore(manifest, request);
     const mode = request.mode ?? "replace";
 
-    const existing = (await this.chroma.listCollections()).filter((c) => !isAsideCollection(c.name));
     if (request.ifEmpty && existing.length > 0) {
       return { restored: false, reason: `Chroma already holds ${existing.length} collection(s); ifEmpty restores only into an empty Chroma`, snapshot: manifest.id };
     }
@@ -173,7 +182,20 @@ export class BackupService {
       collections: restored.map((r) => ({ name: r.name, records: r.records })),
       safetySnapshot,
       durationMs: this.now().getTime() - started,
+      ...(skipped.length ? { skipped } : {}),
     };
+  }
+
+  /** The newest of `candidates` (newest first) whose every chunk verifies; the others go to `skipped`. */
+  private async newestVerified(candidates: Manifest[], skipped: { id: string; reason: string }[]): Promise<Manifest> {
+    for (const m of candidates) {
+      const report = await verifySnapshot(this.storage, m);
+      if (report.ok) return m;
+      const first = report.errors[0]!;
+      skipped.push({ id: m.id, reason: `${report.errors.length} damaged chunk(s), first ${first.chunk} in ${first.collection}: ${first.message}` });
+    }
+    const last = skipped.at(-1)!;
+    throw new SnapshotCorruptError(`no snapshot in the store verifies (${skipped.length} tried; the oldest: ${last.reason})`, null, null);
   }
 
   async list(filter: { tag?: string; limit?: number } = {}): Promise<SnapshotSummary[]> {
