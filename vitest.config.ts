@@ -18,8 +18,9 @@ export default defineConfig({
       {
         plugins: [
           cloudflareTest({
-            // wrangler.toml's main (handlers/worker.ts) is the real Worker; tests use a stub.
-            main: fileURLToPath(new URL("./test/workers/entry.ts", import.meta.url)),
+            // The real Worker (wrangler.toml's main), loaded into the test isolate: the tests
+            // import it and call its fetch/scheduled with an env of their own.
+            main: fileURLToPath(new URL("./handlers/worker.ts", import.meta.url)),
             remoteBindings: false,
             wrangler: { configPath: fileURLToPath(new URL("./wrangler.toml", import.meta.url)) },
           }),
@@ -27,6 +28,8 @@ export default defineConfig({
         test: {
           name: "workers",
           include: ["test/workers/**/*.test.ts"],
+          // Starts a real Chroma in Node; the tests get its URL with inject("chromaUrl").
+          globalSetup: ["test/workers/global-setup.ts"],
           testTimeout: 60_000,
           hookTimeout: 120_000,
         },

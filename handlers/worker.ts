@@ -32,7 +32,7 @@ function build(env: WorkerEnv): Built {
   if (!config.chroma.url) throw new Error("set CHROMA_URL (a Chroma reachable over HTTP) in wrangler.toml [vars] or as a secret");
   const chroma = new ChromaRest({ url: config.chroma.url, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey });
   const storage = withPrefix(r2Storage(env.BACKUP_BUCKET), config.storage.prefix);
-  const service = BackupService.fromConfig(config, { chroma, storage, log: jsonLogger, holder: "worker" });
+  const service = BackupService.fromConfig(config, { chroma, storage, log: jsonLogger, holder: `worker-${crypto.randomUUID().slice(0, 8)}` });
   // No token, no service: a Worker cannot generate and show one the way `npm start` does.
   const token = config.token ?? "";
   return { config, service, app: createApp({ service, token, version: VERSION, log: jsonLogger }) };
@@ -40,13 +40,15 @@ function build(env: WorkerEnv): Built {
 
 export default {
   async fetch(request: Request, env: WorkerEnv): Promise<Response> {
+    // Liveness answers even when the configuration is broken.
+    if (request.method === "GET" && new URL(request.url).pathname === "/health") return Response.json({ ok: true, version: VERSION });
     let built: Built;
     try {
       built = build(env);
     } catch (err) {
       return Response.json(errorBody({ status: 500, code: "misconfigured", message: (err as Error).message }), { status: 500 });
     }
-    if (!built.config.token && new URL(request.url).pathname !== "/health") {
+    if (!built.config.token) {
       return Response.json(errorBody({ status: 500, code: "misconfigured", message: "set the BACKUP_API_TOKEN secret (wrangler secret put BACKUP_API_TOKEN)" }), { status: 500 });
     }
     return built.app.fetch(request);

@@ -21,7 +21,7 @@ const HEADER = 24;
 const CODEC_STORED = 0;
 const CODEC_DEFLATE = 1;
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 
 export interface EncodedChunk {
   bytes: Uint8Array;

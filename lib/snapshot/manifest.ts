@@ -110,7 +110,7 @@ export async function parseManifest(bytes: Uint8Array, expectedId: string): Prom
   };
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
   } catch {
     return corrupt("not UTF-8");
   }
