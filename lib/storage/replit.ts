@@ -181,6 +181,12 @@ export function replitStorage(options: ReplitStorageOptions = {}): Storage {
         headers: { "content-range": "bytes 0-*/*" },
         body: tapped,
         duplex: "half",
+        // No window and no redirects: otherwise fetch (undici, nodejs/undici#4058) clones the
+        // request to be able to follow a redirect, teeing the body, and the branch it keeps
+        // is never read, so it buffers the whole upload in memory. A stream body cannot be
+        // replayed across a redirect anyway, and a session URI does not redirect.
+        window: null,
+        redirect: "error",
       } as RequestInit);
     } catch (err) {
       await reader.cancel().catch(() => {});

@@ -31,7 +31,13 @@ export interface S3Options {
    * server), which all serve path-style while virtual hosts need DNS set up.
    */
   forcePathStyle?: boolean;
-  /** Multipart part size for stream bodies; default 8 MiB, 5 MiB to 5 GiB. Memory holds ~1-2 parts. */
+  /**
+   * Multipart part size for stream bodies; default 5 MiB (S3's minimum), 5 MiB to 5 GiB.
+   * Memory holds about one part, plus a copy or two while it is sent (the payload hash's
+   * and, on Node, fetch's), until garbage collected: the default keeps a streamed put under
+   * +64 MiB of RSS (bench/storage-rss.ts), where 8 MiB parts did not. With at most 10,000
+   * parts, it caps a stream body at about 48.8 GiB.
+   */
   partSize?: number;
   /** Keys per ListObjectsV2 page (`max-keys`), 1 to 1000; default 1000. */
   listPageSize?: number;
@@ -68,7 +74,7 @@ interface Call {
  */
 export function s3Storage(options: S3Options): Storage {
   const driver = "s3";
-  const partSize = options.partSize ?? 8 * MiB;
+  const partSize = options.partSize ?? 5 * MiB;
   if (!Number.isInteger(partSize) || partSize < MIN_PART_SIZE || partSize > MAX_PART_SIZE) {
     throw new RangeError(`s3: partSize must be an integer from 5 MiB to 5 GiB, got ${partSize}`);
   }
@@ -223,7 +229,7 @@ export function s3Storage(options: S3Options): Storage {
   /** Uploads a stream: one PUT if it fits in one part, multipart otherwise. */
   async function putStream(operation: StorageOperation, key: string, stream: ReadableStream<Uint8Array>, ifAbsent: boolean): Promise<boolean> {
     const pieces = fixedSizePieces(stream, partSize);
-    const next = async (): Promise<Uint8Array | undefined> => {
+    const read = async (): Promise<Uint8Array | undefined> => {
       try {
         const { done, value } = await pieces.next();
         return done ? undefined : value;
@@ -236,12 +242,22 @@ export function s3Storage(options: S3Options): Storage {
         });
       }
     };
+    // The pieces read ahead (to choose between one PUT and multipart) are referenced only
+    // from this queue, which hands them out first: each is released once uploaded (held in
+    // a variable or parameter, both would stay alive for the whole upload).
+    const readAhead: Uint8Array[] = [];
+    const readOneAhead = async (): Promise<boolean> => {
+      const piece = await read();
+      if (piece !== undefined) readAhead.push(piece);
+      return piece !== undefined;
+    };
+    const next = async () => readAhead.shift() ?? (await read());
     try {
-      const first = await next();
-      if (first === undefined || first.byteLength < partSize) return await putObject(operation, key, first ?? new Uint8Array(0), ifAbsent);
-      const second = await next();
-      if (second === undefined) return await putObject(operation, key, first, ifAbsent);
-      return await multipart(operation, key, first, second, next, ifAbsent);
+      // One PUT when the stream is empty, ends within the first part, or holds exactly one part.
+      if (!(await readOneAhead()) || readAhead[0]!.byteLength < partSize || !(await readOneAhead())) {
+        return await putObject(operation, key, readAhead.shift() ?? new Uint8Array(0), ifAbsent);
+      }
+      return await multipart(operation, key, next, ifAbsent);
     } finally {
       // Closes the generator: cancels the source if we stopped early, releases its lock.
       await pieces.return(undefined);
@@ -251,8 +267,6 @@ export function s3Storage(options: S3Options): Storage {
   async function multipart(
     operation: StorageOperation,
     key: string,
-    first: Uint8Array,
-    second: Uint8Array,
     next: () => Promise<Uint8Array | undefined>,
     ifAbsent: boolean,
   ): Promise<boolean> {
@@ -274,11 +288,14 @@ export function s3Storage(options: S3Options): Storage {
       },
     );
     try {
-      const etags: string[] = [];
-      let piece: Uint8Array | undefined = first;
-      let upcoming: Uint8Array | undefined = second;
-      while (piece !== undefined) {
-        const partNumber = etags.length + 1;
+      /**
+       * Reads the next piece and uploads it as part `partNumber`; undefined at the end of
+       * the body. The piece is referenced only from this call, so it is released as soon as
+       * its part is up (a loop variable would hold it while the next piece is read).
+       */
+      const uploadNextPart = async (partNumber: number): Promise<string | undefined> => {
+        const body = await next();
+        if (body === undefined) return undefined;
         if (partNumber > MAX_PARTS) {
           throw new StorageError(
             `s3: ${operation} ${JSON.stringify(key)} failed: the body is larger than ${MAX_PARTS} parts of ${partSize} bytes; raise partSize`,
@@ -286,21 +303,18 @@ export function s3Storage(options: S3Options): Storage {
           );
         }
         const step = `UploadPart ${partNumber}`;
-        const body: Uint8Array = piece;
-        etags.push(
-          await request(
-            { ...base, step, method: "PUT", body, query: [["partNumber", String(partNumber)], ["uploadId", uploadId]] },
-            async (response) => {
-              await drain(response);
-              const etag = response.headers.get("etag");
-              if (!etag) throw new StorageError(`s3: ${operation} ${JSON.stringify(key)} failed: ${step} returned no ETag`, { driver, operation, key });
-              return etag;
-            },
-          ),
+        return request(
+          { ...base, step, method: "PUT", body, query: [["partNumber", String(partNumber)], ["uploadId", uploadId]] },
+          async (response) => {
+            await drain(response);
+            const etag = response.headers.get("etag");
+            if (!etag) throw new StorageError(`s3: ${operation} ${JSON.stringify(key)} failed: ${step} returned no ETag`, { driver, operation, key });
+            return etag;
+          },
         );
-        piece = upcoming ?? (await next());
-        upcoming = undefined;
-      }
+      };
+      const etags: string[] = [];
+      for (let etag = await uploadNextPart(1); etag !== undefined; etag = await uploadNextPart(etags.length + 1)) etags.push(etag);
       const xml =
         "<CompleteMultipartUpload>" +
         etags.map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${escapeXml(etag)}</ETag></Part>`).join("") +
