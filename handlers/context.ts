@@ -41,7 +41,9 @@ export async function jsonBody<S extends v.GenericSchema>(c: AppContext, schema:
     try {
       parsed = JSON.parse(text);
     } catch (err) {
-      throw new HttpError(400, "invalid_request", `the body is not valid JSON: ${(err as Error).message}`);
+      // V8 quotes a piece of the body in "Unexpected token" messages: keep request data out of answers and logs.
+      const why = (err as Error).message.replace(/, (?:\.\.\.)?".*"(?:\.\.\.)? is not valid JSON$/s, "");
+      throw new HttpError(400, "invalid_request", `the body is not valid JSON: ${why}`);
     }
     // valibot's object schemas accept arrays: `[]` would pass as `{}`.
     if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {

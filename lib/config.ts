@@ -1,5 +1,6 @@
 import { InvalidRequestError } from "./errors.js";
 import { parseDuration } from "./duration.js";
+import { keyProblem } from "./storage/keys.js";
 
 export type StorageDriverName = "fs" | "replit" | "s3" | "memory" | "r2";
 export type RestoreOnStart = "if-empty" | "always" | "never";
@@ -21,6 +22,8 @@ export interface Config {
   restoreOnStart: RestoreOnStart;
   backupMinIntervalSeconds: number;
   retention: RetentionConfig;
+  /** LOCK_TTL: a backup or prune lease not renewed for this long is taken over (its holder died). */
+  lockTtlMs?: number;
 }
 
 /** Default retention: the keepLast/keepSafety of API.md, plus optional calendar rules for scheduled prunes. */
@@ -82,6 +85,7 @@ export function loadConfig(env: Env, join: (...parts: string[]) => string = (...
     },
     restoreOnStart: oneOf<RestoreOnStart>(env, "RESTORE_ON_START", ["if-empty", "always", "never"], "if-empty"),
     backupMinIntervalSeconds: parseDuration(env.BACKUP_MIN_INTERVAL || "1h", "BACKUP_MIN_INTERVAL"),
+    lockTtlMs: Math.round(parseDuration(env.LOCK_TTL || "60s", "LOCK_TTL") * 1000),
     retention: {
       keepLast: intVar(env, "RETENTION_KEEP_LAST", 24),
       keepSafety: intVar(env, "RETENTION_KEEP_SAFETY", 3),
@@ -92,8 +96,13 @@ export function loadConfig(env: Env, join: (...parts: string[]) => string = (...
       keepWithin: env.RETENTION_KEEP_WITHIN ? parseDuration(env.RETENTION_KEEP_WITHIN, "RETENTION_KEEP_WITHIN") : undefined,
     },
   };
+  if (config.lockTtlMs! < 1000) fail("LOCK_TTL", `must be at least 1s, got ${JSON.stringify(env.LOCK_TTL)}`);
   if (config.chroma.url && !/^https?:\/\/[^/]/.test(config.chroma.url)) fail("CHROMA_URL", `must be an http(s) URL, got ${JSON.stringify(config.chroma.url)}`);
-  if (config.storage.prefix.startsWith("/") || config.storage.prefix.includes("..")) fail("STORAGE_PREFIX", "must be a relative key prefix such as chromadb/");
+  // Every key is prefix + key, checked by every driver: a prefix they refuse would fail every request.
+  const prefixProblem = config.storage.prefix === "" ? null : keyProblem(config.storage.prefix.replace(/\/$/, ""));
+  if (config.storage.prefix.startsWith("/") || config.storage.prefix.includes("..") || prefixProblem) {
+    fail("STORAGE_PREFIX", `must be a relative key prefix such as chromadb/${prefixProblem ? ` (it ${prefixProblem})` : ""}`);
+  }
   if (driver === "s3") {
     const missing = ["S3_ENDPOINT", "S3_BUCKET", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"].filter((n) => !env[n]);
     if (missing.length > 0) fail(missing.join(", "), "must be set when STORAGE=s3");

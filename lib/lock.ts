@@ -1,5 +1,6 @@
 import { ConflictError, BackupError } from "./errors.js";
 import { isNotFound } from "./storage/errors.js";
+import { retryStorage } from "./storage/retry.js";
 import { readAll } from "./storage/streams.js";
 import type { Storage } from "./storage/types.js";
 
@@ -44,22 +45,30 @@ export class StoreLock {
   }
 
   private async epochs(): Promise<number[]> {
-    const out: number[] = [];
-    for await (const info of this.storage.list(`locks/${this.name}/`)) {
-      const match = /\/(\d{12})\.json$/.exec(info.key);
-      if (match) out.push(Number(match[1]));
-    }
+    const out = await retryStorage(async () => {
+      const found: number[] = [];
+      for await (const info of this.storage.list(`locks/${this.name}/`)) {
+        const match = /\/(\d{12})\.json$/.exec(info.key);
+        if (match) found.push(Number(match[1]));
+      }
+      return found;
+    });
     return out.sort((a, b) => a - b);
   }
 
+  /** The lease of `epoch`; null when it is gone, or unreadable three times (a torn read must not free a held lock). */
   private async read(epoch: number): Promise<LeaseInfo | null> {
-    try {
-      const parsed = JSON.parse(new TextDecoder().decode(await readAll(await this.storage.get(this.key(epoch)), 64 * 1024))) as LeaseInfo;
-      return typeof parsed.holder === "string" && typeof parsed.expiresAt === "string" ? parsed : null;
-    } catch (err) {
-      if (isNotFound(err) || err instanceof SyntaxError) return null;
-      throw err;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const bytes = await retryStorage(async () => readAll(await this.storage.get(this.key(epoch)), 64 * 1024));
+        const parsed = JSON.parse(new TextDecoder().decode(bytes)) as LeaseInfo | null;
+        if (typeof parsed?.holder === "string" && typeof parsed.expiresAt === "string") return parsed;
+      } catch (err) {
+        if (isNotFound(err)) return null;
+        if (!(err instanceof SyntaxError)) throw err;
+      }
     }
+    return null;
   }
 
   /** The live lease, or null when the lock is free. */
@@ -115,7 +124,8 @@ export class StoreLock {
 
   /** @internal used by Lease */
   async drop(epoch: number): Promise<void> {
-    await this.storage.delete(this.key(epoch));
+    // A lease left behind blocks every backup and prune until it expires: worth a retry.
+    await retryStorage(() => this.storage.delete(this.key(epoch)));
   }
 
   get renewEveryMs(): number {

