@@ -1,4 +1,5 @@
 import { parseDuration } from "../duration.js";
+import type { SnapshotSummary } from "../snapshot/manifest.js";
 import { listValue, type OptionValues } from "./args.js";
 import { CliError, EXIT, UsageError, exitCodeForStatus, type ExitCode } from "./exit.js";
 import { formatBytes, formatCount, formatDuration, formatTime, keyValues, plural, table } from "./format.js";
@@ -247,16 +248,7 @@ function reportError(io: CommandIo, answer: Answer, transport: Transport): void 
 
 // --- human-readable output -------------------------------------------------------
 
-interface Summary {
-  id: string;
-  createdAt: string;
-  tag: string | null;
-  collections: number;
-  records: number;
-  bytes: number;
-  newBytes: number;
-  durationMs: number;
-}
+type Summary = SnapshotSummary;
 
 function ago(iso: string): string {
   return `${formatDuration(Date.now() - Date.parse(iso))} ago`;

@@ -1,77 +1,27 @@
-import type * as NodeCrypto from "node:crypto";
 import { createHash, createHmac, randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isNotFound, StorageError } from "../../lib/storage/errors.js";
 import { s3Storage, type S3Options } from "../../lib/storage/s3.js";
 import { readAll } from "../../lib/storage/streams.js";
 import { failingStream, storageConformance } from "./conformance.js";
-
-// s3rver is CommonJS without type declarations: load it through require, typed here.
-interface S3rverInstance {
-  run(): Promise<{ port: number }>;
-  close(): Promise<void>;
-}
-type S3rverConstructor = new (options: {
-  address: string;
-  port: number;
-  silent: boolean;
-  directory: string;
-  resetOnClose: boolean;
-  configureBuckets: { name: string }[];
-}) => S3rverInstance;
-const S3rver = createRequire(import.meta.url)("s3rver") as S3rverConstructor;
-
-/**
- * s3rver 3.7.1 encrypts ListObjectsV2 continuation tokens with single DES, which OpenSSL 3
- * (Node 17+) keeps only in its legacy provider: every truncated listing answers 500
- * InternalError. Triple DES with three equal keys is single DES, bit for bit, so s3rver's
- * "des" calls are routed to "des-ede3-cbc" for the duration of this file.
- */
-function shimSingleDes(): () => void {
-  const crypto = createRequire(import.meta.url)("node:crypto") as typeof NodeCrypto;
-  const { createCipheriv, createDecipheriv } = crypto;
-  const triple = (algorithm: string, key: Buffer) => (algorithm === "des" ? ["des-ede3-cbc", Buffer.concat([key, key, key])] : [algorithm, key]);
-  Object.assign(crypto, {
-    createCipheriv: (algorithm: string, key: Buffer, iv: Buffer) => createCipheriv(...(triple(algorithm, key) as [string, Buffer]), iv),
-    createDecipheriv: (algorithm: string, key: Buffer, iv: Buffer) => createDecipheriv(...(triple(algorithm, key) as [string, Buffer]), iv),
-  });
-  return () => Object.assign(crypto, { createCipheriv, createDecipheriv });
-}
+import { startS3rver, type TestS3rver } from "../fixtures/s3rver.js";
 
 const MiB = 1024 * 1024;
 const CREDENTIALS = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
 const text = (s: string) => new TextEncoder().encode(s);
 const fastRetry = { attempts: 4, baseDelayMs: 1, maxDelayMs: 5 };
 
-let server: S3rverInstance;
-let directory: string;
+let server: TestS3rver;
 let endpoint: string;
-let unshim: (() => void) | undefined;
 
 beforeAll(async () => {
-  unshim = shimSingleDes();
-  directory = await mkdtemp(join(tmpdir(), "storage-s3rver-"));
-  server = new S3rver({
-    address: "127.0.0.1",
-    port: 0,
-    silent: true,
-    directory,
-    resetOnClose: true,
-    // "conformance" for the shared suite (which lists the whole bucket), "extras" for the rest.
-    configureBuckets: [{ name: "conformance" }, { name: "extras" }],
-  });
-  const { port } = await server.run();
-  endpoint = `http://127.0.0.1:${port}`;
+  // "conformance" for the shared suite (which lists the whole bucket), "extras" for the rest.
+  server = await startS3rver(["conformance", "extras"]);
+  endpoint = server.endpoint;
 });
 
 afterAll(async () => {
   await server?.close();
-  if (directory) await rm(directory, { recursive: true, force: true });
-  unshim?.();
 });
 
 function storage(options: Partial<S3Options> = {}) {
