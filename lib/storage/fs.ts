@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { link, mkdir, open, opendir, rename, rm, stat, unlink } from "node:fs/promises";
+import { link, mkdir, open, opendir, readdir, rename, rm, stat, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { notFound, StorageError, type StorageOperation } from "./errors.js";
@@ -8,6 +8,7 @@ import type { Body, ObjectInfo, Storage } from "./types.js";
 
 /** Where writes in progress live; on the same filesystem as the root, so rename is atomic. */
 const PARTIAL_DIR = ".partial";
+const STALE_TEMP_MS = 60 * 60 * 1000;
 
 /**
  * Objects as files under `root`. A write goes to a temp file, is fsynced, then renamed
@@ -46,9 +47,25 @@ export function fsStorage(root: string): Storage {
   }
 
   /** Streams the body into a fsynced temp file; returns its path. Removes it on failure. */
+  let staleSwept: Promise<void> | null = null;
+
+  /**
+   * Removes temp files a killed process left behind. Only ones older than an hour: a
+   * younger one may be another process's write in progress.
+   */
+  async function sweepStaleTemps(dir: string): Promise<void> {
+    const cutoff = Date.now() - STALE_TEMP_MS;
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const path = join(dir, name);
+      const info = await stat(path).catch(() => null);
+      if (info && info.mtimeMs < cutoff) await rm(path, { force: true });
+    }
+  }
+
   async function writeTemp(body: Body): Promise<string> {
     const dir = join(root, PARTIAL_DIR);
     await mkdir(dir, { recursive: true });
+    await (staleSwept ??= sweepStaleTemps(dir));
     const tmp = join(dir, `${Date.now()}-${randomBytes(6).toString("hex")}`);
     const handle = await open(tmp, "wx", 0o644);
     try {

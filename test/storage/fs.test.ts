@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, it } from "vitest";
@@ -20,6 +20,21 @@ it("fs: a failed write leaves no temp file behind and none is listed", async () 
     await expect(storage.put("a/b", failingStream(3 * 1024 * 1024))).rejects.toThrow(/injected failure/);
     expect(await readdir(join(root, ".partial"))).toEqual([]);
     await expect(storage.put(".partial/x", new Uint8Array(1))).rejects.toThrow(/reserved/);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+it("fs: temp files a killed writer left behind are swept once they are an hour old; younger ones stay", async () => {
+  const root = await mkdtemp(join(tmpdir(), "storage-fs-"));
+  try {
+    await mkdir(join(root, ".partial"));
+    await writeFile(join(root, ".partial", "old"), "x");
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600_000);
+    await utimes(join(root, ".partial", "old"), twoHoursAgo, twoHoursAgo);
+    await writeFile(join(root, ".partial", "young"), "x");
+    await fsStorage(root).put("a", new Uint8Array([1]));
+    expect(await readdir(join(root, ".partial"))).toEqual(["young"]);
   } finally {
     await rm(root, { recursive: true, force: true });
   }
