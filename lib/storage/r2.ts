@@ -137,14 +137,17 @@ export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}):
   async function putStream(key: string, stream: ReadableStream<Uint8Array>): Promise<void> {
     const pieces = fixedSizePieces(stream, partSize);
     try {
-      const first = await pieces.next();
-      if (first.done) {
-        await call("put", key, () => bucket.put(key, new Uint8Array(0)));
-        return;
+      // Up to two parts decide between one put and a multipart upload; each part is
+      // released once sent, so memory holds about two parts, never the object.
+      const head: Uint8Array[] = [];
+      for (let i = 0; i < 2; i++) {
+        const piece = await pieces.next();
+        if (piece.done) break;
+        head.push(piece.value);
       }
-      const second = await pieces.next();
-      if (second.done) {
-        await call("put", key, () => bucket.put(key, first.value));
+      if (head.length < 2) {
+        const only = head[0] ?? new Uint8Array(0);
+        await call("put", key, () => bucket.put(key, only));
         return;
       }
       const upload = await call("put", key, () => bucket.createMultipartUpload(key));
@@ -154,9 +157,12 @@ export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}):
           const partNumber = parts.length + 1;
           parts.push(await call("put", key, () => upload.uploadPart(partNumber, bytes)));
         };
-        await send(first.value);
-        await send(second.value);
-        for (let next = await pieces.next(); !next.done; next = await pieces.next()) await send(next.value);
+        while (head.length > 0) await send(head.shift()!);
+        while (true) {
+          const piece = await pieces.next();
+          if (piece.done) break;
+          await send(piece.value);
+        }
         await call("put", key, () => upload.complete(parts));
       } catch (err) {
         // Drop the uploaded parts: an uncompleted upload never shows under the key.
