@@ -70,14 +70,6 @@ export function newestFirst(a: Manifest, b: Manifest): number {
   return a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
 }
 
-/** `latest` or an id to a manifest; `latest` with no snapshot is a NotFoundError. */
-export async function resolveSnapshot(storage: Storage, idOrLatest: string): Promise<Manifest> {
-  if (idOrLatest !== "latest") return readManifest(storage, idOrLatest);
-  const { snapshots } = await readCatalog(storage);
-  if (!snapshots[0]) throw new NotFoundError("no snapshot in the store");
-  return snapshots[0];
-}
-
 /** Runs `fn` over `items` with at most `width` at once. */
 export async function forEachLimited<T>(items: readonly T[], width: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
   let next = 0;

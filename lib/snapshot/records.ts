@@ -21,10 +21,6 @@ if (new Uint8Array(new Float32Array([1]).buffer)[3] !== 0x3f) {
   throw new Error("chroma-backup needs a little-endian platform");
 }
 
-export function batchSize(batch: RecordBatch): number {
-  return batch.ids.length;
-}
-
 export function sliceBatch(batch: RecordBatch, start: number, end: number): RecordBatch {
   return {
     ids: batch.ids.slice(start, end),
