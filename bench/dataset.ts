@@ -15,6 +15,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { gunzipSync } from "node:zlib";
+import { fnv1a } from "../lib/snapshot/backup.js";
 
 export { mulberry32 } from "../test/fixtures/dataset.js";
 import { mulberry32 } from "../test/fixtures/dataset.js";
@@ -214,7 +215,7 @@ export function generateCollections(opts: {
       const para = corpus.paragraphs[cursor % corpus.paragraphs.length]!;
       cursor++;
       // Records from the same source file lean to the same cluster, as chunks of one document would.
-      const sourceCluster = hashString(para.source) % clusters;
+      const sourceCluster = fnv1a(para.source) % clusters;
       const centre = centres[rand() < 0.7 ? sourceCluster : Math.floor(rand() * clusters)]!;
       let norm = 0;
       for (let d = 0; d < dim; d++) {
@@ -242,15 +243,6 @@ export function generateCollections(opts: {
     out.push({ spec, ids, dim, embeddings, documents, metadatas });
   });
   return out;
-}
-
-function hashString(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -26,7 +26,22 @@ interface Built {
   app: ReturnType<typeof createApp>;
 }
 
+/**
+ * The app for one env object. Workers hand the same env to every request of an isolate,
+ * so configuration, service and app are built once per isolate, not per request.
+ */
+const built = new WeakMap<WorkerEnv, Built>();
+
 function build(env: WorkerEnv): Built {
+  let cached = built.get(env);
+  if (!cached) {
+    cached = buildFresh(env);
+    built.set(env, cached);
+  }
+  return cached;
+}
+
+function buildFresh(env: WorkerEnv): Built {
   const vars = Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => typeof e[1] === "string"));
   const config = loadConfig({ ...vars, STORAGE: "r2" });
   if (!config.chroma.url) throw new Error("set CHROMA_URL (a Chroma reachable over HTTP) in wrangler.toml [vars] or as a secret");
@@ -42,16 +57,16 @@ export default {
   async fetch(request: Request, env: WorkerEnv): Promise<Response> {
     // Liveness answers even when the configuration is broken.
     if (request.method === "GET" && new URL(request.url).pathname === "/health") return Response.json({ ok: true, version: VERSION });
-    let built: Built;
+    let worker: Built;
     try {
-      built = build(env);
+      worker = build(env);
     } catch (err) {
       return Response.json(errorBody({ status: 500, code: "misconfigured", message: (err as Error).message }), { status: 500 });
     }
-    if (!built.config.token) {
+    if (!worker.config.token) {
       return Response.json(errorBody({ status: 500, code: "misconfigured", message: "set the BACKUP_API_TOKEN secret (wrangler secret put BACKUP_API_TOKEN)" }), { status: 500 });
     }
-    return built.app.fetch(request);
+    return worker.app.fetch(request);
   },
 
   /** The cron trigger: prune with the configured retention rules, and log the result. */

@@ -82,13 +82,14 @@ export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options
     newBytes: 0,
     warnings,
   };
-  // The manifest's own size counts as new bytes; two passes settle the digits.
+  // The manifest's own size counts as new bytes: serialize until the figure it states
+  // matches its length (a changed digit count settles within a pass or two).
   manifest.durationMs = Math.max(0, now().getTime() - started.getTime());
-  let bytes = await serializeManifest({ ...manifest, newBytes: uploader.newBytes });
-  manifest.newBytes = uploader.newBytes + bytes.byteLength;
-  bytes = await serializeManifest(manifest);
-  manifest.newBytes = uploader.newBytes + bytes.byteLength;
-  bytes = await serializeManifest(manifest);
+  let bytes = await serializeManifest(manifest);
+  while (manifest.newBytes !== uploader.newBytes + bytes.byteLength) {
+    manifest.newBytes = uploader.newBytes + bytes.byteLength;
+    bytes = await serializeManifest(manifest);
+  }
   await options.beforeCommit?.();
   await retryStorage(() => storage.put(manifestKey(id), bytes));
   return manifest;
@@ -223,11 +224,11 @@ function hex(bytes: Uint8Array): string {
   return s;
 }
 
-/** FNV-1a over the id's UTF-16 code units: a cheap, stable hash for chunk boundaries. */
-function idHash(id: string): number {
+/** FNV-1a over a string's UTF-16 code units: a cheap, stable hash (chunk boundaries from ids). */
+export function fnv1a(s: string): number {
   let h = 0x811c9dc5;
-  for (let i = 0; i < id.length; i++) {
-    h ^= id.charCodeAt(i);
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
   return h >>> 0;
@@ -253,10 +254,10 @@ class Chunker {
 
   push(page: RecordBatch, i: number, digest: Uint8Array): { batch: RecordBatch; digests: Uint8Array } | null {
     // Consecutive records of one page are kept as one slice.
-    if (this.runPage !== page || this.runStart + this.runLength() !== i) this.closeRun(page, i);
+    if (this.runPage !== page || this.runStart + this.runDigests.length !== i) this.closeRun(page, i);
     this.runDigests.push(digest);
     this.bytes += page.dim * 4 + page.ids[i]!.length + (page.documents[i]?.length ?? 0) + (page.uris[i]?.length ?? 0) + page.metadatas[i]!.length + 16;
-    const boundary = this.bytes >= this.maxBytes || (this.bytes >= this.minBytes && idHash(page.ids[i]!) % BOUNDARY_ODDS === 0);
+    const boundary = this.bytes >= this.maxBytes || (this.bytes >= this.minBytes && fnv1a(page.ids[i]!) % BOUNDARY_ODDS === 0);
     return boundary ? this.flush() : null;
   }
 
@@ -274,10 +275,6 @@ class Chunker {
     this.digestParts = [];
     this.bytes = 0;
     return { batch, digests };
-  }
-
-  private runLength(): number {
-    return this.runDigests.length;
   }
 
   private closeRun(page: RecordBatch | null, start: number): void {

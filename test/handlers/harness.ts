@@ -21,6 +21,20 @@ import { addRecords, createCollection, listCollectionNames, makeRecords } from "
 export const TOKEN = "s3cret-token-0123456789abcdef";
 export const VERSION = "9.8.7-test";
 export const DRIVERS = ["fs", "memory"] as const;
+/** A well-formed snapshot id no store holds. */
+export const UNKNOWN_ID = "20200101T000000Z-abcd";
+/** Every route that requires the bearer token. */
+export const PROTECTED_ROUTES: readonly [string, string][] = [
+  ["GET", "/status"],
+  ["GET", "/backups"],
+  ["POST", "/backups"],
+  ["GET", "/backups/latest"],
+  ["GET", `/backups/${UNKNOWN_ID}`],
+  ["POST", "/backups/latest/verify"],
+  ["DELETE", `/backups/${UNKNOWN_ID}`],
+  ["POST", "/restore"],
+  ["POST", "/prune"],
+];
 export type Driver = (typeof DRIVERS)[number];
 
 export interface Store {

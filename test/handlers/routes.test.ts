@@ -20,13 +20,12 @@ import type { Storage } from "../../lib/storage/types.js";
 import { startTestChroma, type TestChroma } from "../fixtures/chroma.js";
 import { parseDump } from "../snapshot/compare.js";
 import { collectionId, dumpCollection, listCollectionNames } from "../fixtures/dataset.js";
-import { client, DRIVERS, expectError, makeApp, makeService, makeStore, ndjsonLines, resetChroma, TOKEN, VERSION, type Client, type Driver, type Store } from "./harness.js";
+import { client, DRIVERS, expectError, makeApp, makeService, makeStore, ndjsonLines, PROTECTED_ROUTES, resetChroma, TOKEN, UNKNOWN_ID, VERSION, type Client, type Driver, type Store } from "./harness.js";
 
 const ALPHA = { name: "alpha", count: 300, dim: 8, seed: 11, metadataJson: '{"owner":"team-a","rev":2,"ratio":1.0}', configurationJson: '{"hnsw":{"space":"cosine","ef_search":120}}' };
 const BETA = { name: "beta", count: 200, dim: 16, seed: 12 };
 const RECORDS = ALPHA.count + BETA.count;
 const SNAPSHOT_ID = /^\d{8}T\d{6}Z-[0-9a-f]{4}$/;
-const UNKNOWN_ID = "20200101T000000Z-abcd";
 
 let chroma: TestChroma;
 
@@ -143,18 +142,7 @@ describe.each(DRIVERS)("the HTTP contract over the %s store", (driver) => {
 
   it("every other route answers 401 with WWW-Authenticate: Bearer to a missing, wrong or partial token", async () => {
     const { api } = await fresh(driver);
-    const routes: [string, string][] = [
-      ["GET", "/status"],
-      ["GET", "/backups"],
-      ["POST", "/backups"],
-      ["GET", "/backups/latest"],
-      ["GET", `/backups/${UNKNOWN_ID}`],
-      ["POST", "/backups/latest/verify"],
-      ["DELETE", `/backups/${UNKNOWN_ID}`],
-      ["POST", "/restore"],
-      ["POST", "/prune"],
-      ["GET", "/no-such-route"],
-    ];
+    const routes: [string, string][] = [...PROTECTED_ROUTES, ["GET", "/no-such-route"]];
     const wrong: [string | null, RegExp][] = [
       [null, /Authorization: Bearer/],
       ["Bearer nope", /wrong/],

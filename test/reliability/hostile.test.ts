@@ -42,11 +42,10 @@ import { s3Storage } from "../../lib/storage/s3.js";
 import { readAll } from "../../lib/storage/streams.js";
 import type { Storage } from "../../lib/storage/types.js";
 import { startTestChroma, type TestChroma } from "../fixtures/chroma.js";
-import { resetChroma, TOKEN } from "../handlers/harness.js";
+import { PROTECTED_ROUTES, resetChroma, TOKEN, UNKNOWN_ID } from "../handlers/harness.js";
 
 const ALPHA = { name: "alpha", count: 30, dim: 4, seed: 31 };
 const BETA = { name: "beta", count: 20, dim: 4, seed: 32 };
-const UNKNOWN_ID = "20200101T000000Z-abcd";
 const MiB = 1024 * 1024;
 
 let chroma: TestChroma;
@@ -864,17 +863,7 @@ describe("bodies over the limit", () => {
 // ---------------------------------------------------------------------------------------
 // 4. auth, and the token in logs and answers
 
-const PROTECTED: [string, string][] = [
-  ["GET", "/status"],
-  ["GET", "/backups"],
-  ["POST", "/backups"],
-  ["GET", "/backups/latest"],
-  ["GET", `/backups/${UNKNOWN_ID}`],
-  ["POST", "/backups/latest/verify"],
-  ["DELETE", `/backups/${UNKNOWN_ID}`],
-  ["POST", "/restore"],
-  ["POST", "/prune"],
-];
+const PROTECTED = PROTECTED_ROUTES;
 
 /** Whether the bearer middleware should let this header through. */
 const isRightHeader = (header: string, token: string) => {

@@ -7,7 +7,7 @@ import { SnapshotCorruptError } from "../../lib/errors.js";
 import { takeSnapshot } from "../../lib/snapshot/backup.js";
 import { readCatalog, readManifest } from "../../lib/snapshot/catalog.js";
 import { chunkKey } from "../../lib/snapshot/chunk.js";
-import type { Manifest } from "../../lib/snapshot/manifest.js";
+import { manifestKey, type Manifest } from "../../lib/snapshot/manifest.js";
 import { restoreSnapshot } from "../../lib/snapshot/restore.js";
 import { verifySnapshot } from "../../lib/snapshot/verify.js";
 import { fsStorage } from "../../lib/storage/fs.js";
@@ -112,6 +112,8 @@ describe("a snapshot of a live Chroma", () => {
     const unchanged = await takeSnapshot(rest, storage);
     console.log(`1% of records changed: ${second.newBytes} new bytes of ${baseline.bytes} (${((100 * second.newBytes) / baseline.bytes).toFixed(2)}%); nothing changed: ${unchanged.newBytes} new bytes`);
     expect(unchanged.newBytes).toBeLessThan(64 * 1024);
+    // Nothing new but the manifest, whose stated newBytes is exactly its own stored size.
+    expect(unchanged.newBytes).toBe((await storage.head(manifestKey(unchanged.id))).size);
     // And the incremental snapshot restores to exactly what Chroma holds now.
     const now = await dumpCollection(chroma.url, await collectionId(chroma.url, "docs-l2"));
     await restoreSnapshot(rest, storage, second, { collections: ["docs-l2"], rename: { "docs-l2": "docs-l2-check" } });
