@@ -7,6 +7,7 @@ import { startEmbeddedChroma, type EmbeddedChroma } from "../lib/chroma/embedded
 import { loadConfig, type Config, type Env } from "../lib/config.js";
 import { errorFields, jsonLogger, type Logger } from "../lib/log.js";
 import { BackupService } from "../lib/service.js";
+import { logSigningStatus } from "../lib/snapshot/signing.js";
 import { storageFromConfig } from "../lib/storage/node.js";
 import { createApp } from "./app.js";
 import { runStartupRestore } from "./startup.js";
@@ -57,6 +58,7 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
   }
   const chroma = new ChromaRest({ url: config.chroma.url ?? embedded!.url, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey });
   const service = BackupService.fromConfig(config, { chroma, storage, log });
+  logSigningStatus(service.manifestKeys, log);
   const app = createApp({ service, token, version: VERSION, log });
   const host = config.host ?? (generated ? "127.0.0.1" : "0.0.0.0");
 

@@ -16,6 +16,8 @@ import { VERSION } from "./version.js";
 export interface WorkerEnv {
   BACKUP_BUCKET: R2BucketLike;
   BACKUP_API_TOKEN?: string;
+  /** A secret (wrangler secret put SNAPSHOT_SIGNING_KEY): signs and checks snapshot manifests. */
+  SNAPSHOT_SIGNING_KEY?: string;
   CHROMA_URL?: string;
   [name: string]: unknown;
 }

@@ -1,5 +1,6 @@
 import { InvalidRequestError } from "./errors.js";
 import { parseDuration } from "./duration.js";
+import { MIN_SIGNING_KEY_LENGTH, splitSigningKeys } from "./snapshot/signing.js";
 import { keyProblem } from "./storage/keys.js";
 
 export type StorageDriverName = "fs" | "replit" | "s3" | "memory" | "r2";
@@ -24,6 +25,8 @@ export interface Config {
   retention: RetentionConfig;
   /** LOCK_TTL: a backup or prune lease not renewed for this long is taken over (its holder died). */
   lockTtlMs?: number;
+  /** SNAPSHOT_SIGNING_KEY: keys that sign (the first) and verify manifests; empty: manifests are checksummed, not signed. */
+  signingKeys: string[];
 }
 
 /** Default retention: the keepLast/keepSafety of API.md, plus optional calendar rules for scheduled prunes. */
@@ -85,6 +88,7 @@ export function loadConfig(env: Env, join: (...parts: string[]) => string = (...
     },
     restoreOnStart: oneOf<RestoreOnStart>(env, "RESTORE_ON_START", ["if-empty", "always", "never"], "if-empty"),
     backupMinIntervalSeconds: parseDuration(env.BACKUP_MIN_INTERVAL || "1h", "BACKUP_MIN_INTERVAL"),
+    signingKeys: splitSigningKeys(env.SNAPSHOT_SIGNING_KEY ?? ""),
     lockTtlMs: Math.round(parseDuration(env.LOCK_TTL || "60s", "LOCK_TTL") * 1000),
     retention: {
       keepLast: intVar(env, "RETENTION_KEEP_LAST", 24),
@@ -96,6 +100,11 @@ export function loadConfig(env: Env, join: (...parts: string[]) => string = (...
       keepWithin: env.RETENTION_KEEP_WITHIN ? parseDuration(env.RETENTION_KEEP_WITHIN, "RETENTION_KEEP_WITHIN") : undefined,
     },
   };
+  const short = config.signingKeys.findIndex((k) => k.length < MIN_SIGNING_KEY_LENGTH);
+  if (short >= 0) {
+    const which = config.signingKeys.length > 1 ? ` (key ${short + 1} of ${config.signingKeys.length} has ${config.signingKeys[short]!.length})` : ` (it has ${config.signingKeys[short]!.length})`;
+    fail("SNAPSHOT_SIGNING_KEY", `must be at least ${MIN_SIGNING_KEY_LENGTH} characters per key${which}; generate one with \`openssl rand -hex 32\` (several keys: separated by commas or spaces, the first signs)`);
+  }
   if (config.lockTtlMs! < 1000) fail("LOCK_TTL", `must be at least 1s, got ${JSON.stringify(env.LOCK_TTL)}`);
   if (config.chroma.url && !/^https?:\/\/[^/]/.test(config.chroma.url)) fail("CHROMA_URL", `must be an http(s) URL, got ${JSON.stringify(config.chroma.url)}`);
   // Every key is prefix + key, checked by every driver: a prefix they refuse would fail every request.

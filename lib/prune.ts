@@ -2,6 +2,7 @@ import type { Storage } from "./storage/types.js";
 import { readCatalog } from "./snapshot/catalog.js";
 import { chunkKey, digestsKey } from "./snapshot/chunk.js";
 import { manifestKey } from "./snapshot/manifest.js";
+import type { ManifestKeys } from "./snapshot/signing.js";
 import { applyRetention, type RetentionRules } from "./retention.js";
 
 export interface PruneOptions {
@@ -11,6 +12,8 @@ export interface PruneOptions {
   /** Unreferenced chunks younger than this (seconds) are left alone: they may belong to a backup still writing. */
   graceSeconds?: number;
   now?: () => Date;
+  /** SNAPSHOT_SIGNING_KEY: a manifest without a valid signature counts as damaged. */
+  keys?: ManifestKeys;
 }
 
 export interface PruneResult {
@@ -31,7 +34,7 @@ export interface PruneResult {
 export async function prune(storage: Storage, rules: RetentionRules, options: PruneOptions = {}): Promise<PruneResult> {
   const now = (options.now ?? (() => new Date()))();
   const dryRun = options.dryRun ?? false;
-  const catalog = await readCatalog(storage);
+  const catalog = await readCatalog(storage, options.keys);
   const decision = applyRetention(catalog.snapshots, rules);
   // Oldest first, so a limited run frees the oldest snapshots first.
   const forget = [...decision.forget].reverse();

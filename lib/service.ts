@@ -7,6 +7,7 @@ import { prune, type PruneResult } from "./prune.js";
 import { SAFETY_TAG, type RetentionRules } from "./retention.js";
 import { takeSnapshot, type ProgressEvent } from "./snapshot/backup.js";
 import { readCatalog, readManifest } from "./snapshot/catalog.js";
+import { ManifestKeys } from "./snapshot/signing.js";
 import { manifestKey, summarize, type Manifest, type SnapshotSummary } from "./snapshot/manifest.js";
 import { isAsideCollection, planRestore, restoreSnapshot } from "./snapshot/restore.js";
 import { verifySnapshot, type VerifyReport } from "./snapshot/verify.js";
@@ -26,6 +27,8 @@ export interface ServiceOptions {
   holder?: string;
   lockTtlMs?: number;
   now?: () => Date;
+  /** SNAPSHOT_SIGNING_KEY: the first signs new manifests, any verifies; without, manifests are checksummed but not signed. */
+  signingKeys?: readonly string[];
 }
 
 export interface BackupRequest {
@@ -65,6 +68,8 @@ export interface PruneRequest extends Omit<RetentionRules, "keepSafety"> {
 export class BackupService {
   readonly chroma: ChromaRest;
   readonly storage: Storage;
+  /** Signs and checks every manifest this service writes and reads. */
+  readonly manifestKeys: ManifestKeys;
   private readonly lock: StoreLock;
   private readonly log: Logger;
   private readonly holder: string;
@@ -72,7 +77,7 @@ export class BackupService {
 
   /** The service as a runtime builds it from configuration. */
   static fromConfig(config: Config, parts: Pick<ServiceOptions, "chroma" | "storage" | "log" | "holder">): BackupService {
-    return new BackupService({ ...parts, storagePrefix: config.storage.prefix, retention: config.retention, backupMinIntervalSeconds: config.backupMinIntervalSeconds, lockTtlMs: config.lockTtlMs });
+    return new BackupService({ ...parts, storagePrefix: config.storage.prefix, retention: config.retention, backupMinIntervalSeconds: config.backupMinIntervalSeconds, lockTtlMs: config.lockTtlMs, signingKeys: config.signingKeys });
   }
 
   constructor(private readonly options: ServiceOptions) {
@@ -82,6 +87,9 @@ export class BackupService {
     this.now = options.now ?? (() => new Date());
     this.lock = new StoreLock(options.storage, "maintenance", { ttlMs: options.lockTtlMs, now: () => this.now().getTime() });
     this.holder = options.holder ?? `chroma-backup-${Math.random().toString(16).slice(2, 10)}`;
+    this.manifestKeys = new ManifestKeys(options.signingKeys, (snapshot, keyId) =>
+      this.log("warn", "a signed manifest was read without SNAPSHOT_SIGNING_KEY: accepted on its checksum, its signature not checked (set the key to check it)", { snapshot, keyId }),
+    );
   }
 
   get retention() {
@@ -90,7 +98,7 @@ export class BackupService {
 
   /** The newest snapshot that is not a pre-restore safety snapshot. */
   async latest(): Promise<Manifest | null> {
-    const { snapshots } = await readCatalog(this.storage);
+    const { snapshots } = await readCatalog(this.storage, this.manifestKeys);
     return snapshots.find((m) => m.tag !== SAFETY_TAG) ?? null;
   }
 
@@ -112,10 +120,11 @@ export class BackupService {
         onProgress,
         now: this.now,
         beforeCommit: () => lease.assertHeld(),
+        signing: this.manifestKeys,
       });
       let retention: PruneResult | null = null;
       try {
-        retention = await prune(this.storage, this.retention);
+        retention = await prune(this.storage, this.retention, { keys: this.manifestKeys });
       } catch (err) {
         // The snapshot is committed; a failed rotation is retried by the next one.
         this.log("warn", "retention after backup failed", { snapshot: manifest.id, error: (err as Error).message });
@@ -140,7 +149,7 @@ export class BackupService {
     const skipped: { id: string; reason: string }[] = [];
     let manifest: Manifest;
     if ((request.snapshot ?? "latest") === "latest") {
-      const { snapshots, damaged } = await readCatalog(this.storage);
+      const { snapshots, damaged } = await readCatalog(this.storage, this.manifestKeys);
       const candidates = snapshots.filter((m) => m.tag !== SAFETY_TAG);
       // Ids sort by time: a damaged manifest newer than the newest good one was skipped.
       for (const d of damaged) if (!candidates[0] || d.id > candidates[0].id) skipped.push({ id: d.id, reason: d.error });
@@ -150,7 +159,7 @@ export class BackupService {
         manifest = await this.newestVerified(candidates, skipped);
       }
     } else {
-      manifest = await readManifest(this.storage, request.snapshot!);
+      manifest = await readManifest(this.storage, request.snapshot!, this.manifestKeys);
     }
     const plan = planRestore(manifest, request);
     const mode = request.mode ?? "replace";
@@ -199,7 +208,7 @@ export class BackupService {
   }
 
   async list(filter: { tag?: string; limit?: number } = {}): Promise<SnapshotSummary[]> {
-    const { snapshots } = await readCatalog(this.storage);
+    const { snapshots } = await readCatalog(this.storage, this.manifestKeys);
     const matching = snapshots.filter((m) => filter.tag === undefined || m.tag === filter.tag).map(summarize);
     return filter.limit === undefined ? matching : matching.slice(0, filter.limit);
   }
@@ -210,7 +219,7 @@ export class BackupService {
       if (!latest) throw new NotFoundError("no snapshot in the store");
       return latest;
     }
-    return readManifest(this.storage, idOrLatest);
+    return readManifest(this.storage, idOrLatest, this.manifestKeys);
   }
 
   async verify(idOrLatest: string, onChunk?: (done: number, total: number) => void): Promise<VerifyReport> {
@@ -241,10 +250,10 @@ export class BackupService {
       keepTags: request.keepTags,
       keepSafety: this.retention.keepSafety,
     };
-    if (request.dryRun) return prune(this.storage, rules, { dryRun: true, limit: request.limit, graceSeconds: request.graceSeconds, now: this.now });
+    if (request.dryRun) return prune(this.storage, rules, { dryRun: true, limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys });
     const lease = await this.lock.acquire("prune", this.holder);
     try {
-      return await prune(this.storage, rules, { limit: request.limit, graceSeconds: request.graceSeconds, now: this.now });
+      return await prune(this.storage, rules, { limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys });
     } finally {
       await lease.release();
     }
@@ -263,7 +272,7 @@ export class BackupService {
     } catch (err) {
       if (!(err instanceof ChromaUnavailableError)) throw err;
     }
-    const catalog = await readCatalog(this.storage);
+    const catalog = await readCatalog(this.storage, this.manifestKeys);
     let chunks = 0;
     let storedBytes = 0;
     for await (const info of this.storage.list("")) {
@@ -278,6 +287,7 @@ export class BackupService {
         prefix: this.options.storagePrefix,
         snapshots: catalog.snapshots.length,
         damagedSnapshots: catalog.damaged,
+        signingKeyIds: this.manifestKeys.ids,
         chunks,
         storedBytes,
         logicalBytes: catalog.snapshots.reduce((n, m) => n + m.bytes, 0),
@@ -292,7 +302,7 @@ export class BackupService {
 
 export interface Status {
   chroma: { url: string; reachable: boolean; version: string | null; collections: number | null; records: number | null };
-  storage: { driver: string; prefix: string; snapshots: number; damagedSnapshots: { id: string; error: string }[]; chunks: number; storedBytes: number; logicalBytes: number };
+  storage: { driver: string; prefix: string; snapshots: number; damagedSnapshots: { id: string; error: string }[]; signingKeyIds: string[]; chunks: number; storedBytes: number; logicalBytes: number };
   lastBackup: { id: string; createdAt: string; ageSeconds: number } | null;
   retention: RetentionConfig;
   lock: LeaseInfo | null;

@@ -1,5 +1,5 @@
 import { ChromaRequestError, ChromaUnavailableError } from "../errors.js";
-import { canonicalJson, parseRawJson, RawNumber, topLevelMembers, type RawJson } from "../json/raw-json.js";
+import { canonicalFlatObjects, canonicalJson, parseRawJson, RawNumber, topLevelMembers, type RawJson } from "../json/raw-json.js";
 import type { RecordBatch } from "../snapshot/records.js";
 
 export interface ChromaConfig {
@@ -166,18 +166,36 @@ function toCollectionInfo(raw: RawJson): CollectionInfo {
 }
 
 /**
- * Splits the response into members first: the embeddings (the bulk) go through the
- * native JSON.parse, the metadatas through the number-preserving parser.
+ * The whole response goes through the native JSON.parse (the bulk is embedding numbers);
+ * the metadatas column is then re-read from the source text, because JSON.parse loses
+ * the difference between `2.0` and `2`. Its first `"metadatas":` is the top-level key:
+ * no column before it holds objects, and inside a JSON string a quote is escaped.
  */
 export function parseGetResponse(text: string): RecordBatch {
-  const members = topLevelMembers(text);
-  const ids = JSON.parse(members.get("ids") ?? "[]") as string[];
+  let body: { ids?: unknown; embeddings?: unknown; documents?: unknown; uris?: unknown; metadatas?: unknown };
+  try {
+    body = JSON.parse(text) as typeof body;
+  } catch {
+    throw new ChromaRequestError("Chroma answered a get with invalid JSON", 502);
+  }
+  const column = (name: string, value: unknown, n: number): unknown[] => {
+    if (value === null || value === undefined) return new Array<null>(n).fill(null);
+    if (!Array.isArray(value) || value.length !== n) throw new ChromaRequestError(`Chroma returned a ${name} column of the wrong shape`, 502);
+    return value;
+  };
+  const textColumn = (name: string, value: unknown, n: number): (string | null)[] => {
+    const values = column(name, value, n);
+    if (!values.every((x) => x === null || typeof x === "string")) throw new ChromaRequestError(`Chroma returned a ${name} column with values that are not text`, 502);
+    return values as (string | null)[];
+  };
+  if (!Array.isArray(body.ids) || !body.ids.every((id) => typeof id === "string")) throw new ChromaRequestError("Chroma returned no ids column", 502);
+  const ids = body.ids as string[];
   const n = ids.length;
-  const rawEmbeddings = JSON.parse(members.get("embeddings") ?? "null") as (number[] | null)[] | null;
+  const rawEmbeddings = column("embeddings", body.embeddings, n) as (number[] | null)[];
   let dim = 0;
-  if (rawEmbeddings) for (const e of rawEmbeddings) if (e && e.length > dim) dim = e.length;
+  for (const e of rawEmbeddings) if (e && e.length > dim) dim = e.length;
   const embeddings = new Float32Array(n * dim);
-  if (rawEmbeddings) {
+  if (dim > 0) {
     rawEmbeddings.forEach((e, i) => {
       if (!e || e.length !== dim) {
         throw new ChromaRequestError(`record ${JSON.stringify(ids[i])} has an embedding of ${e?.length ?? 0} dimensions, not ${dim}`, 502);
@@ -185,18 +203,27 @@ export function parseGetResponse(text: string): RecordBatch {
       embeddings.set(e, i * dim);
     });
   }
-  const column = <T>(name: string): T[] => {
-    const parsed = JSON.parse(members.get(name) ?? "null") as T[] | null;
-    return parsed ?? new Array<T>(n).fill(null as T);
-  };
-  const metadataText = members.get("metadatas") ?? "null";
-  const rawMetadatas = parseRawJson(metadataText);
-  const metadatas = Array.isArray(rawMetadatas) ? rawMetadatas.map(canonicalJson) : new Array<string>(n).fill("null");
-  const batch = { ids, dim, embeddings, documents: column<string | null>("documents"), uris: column<string | null>("uris"), metadatas };
-  if (batch.documents.length !== n || batch.uris.length !== n || metadatas.length !== n) {
-    throw new ChromaRequestError("Chroma returned columns of different lengths", 502);
+  let metadatas: string[];
+  if (body.metadatas === null || body.metadatas === undefined) {
+    metadatas = new Array<string>(n).fill("null");
+  } else {
+    const at = text.indexOf('"metadatas":');
+    const fast = at < 0 ? null : canonicalFlatObjects(text, at + '"metadatas":'.length);
+    if (fast && fast.length === n) metadatas = fast;
+    else {
+      const raw = parseRawJson(topLevelMembers(text).get("metadatas") ?? "null");
+      if (!Array.isArray(raw) || raw.length !== n) throw new ChromaRequestError("Chroma returned a metadatas column of the wrong shape", 502);
+      metadatas = raw.map(canonicalJson);
+    }
   }
-  return batch;
+  return {
+    ids,
+    dim,
+    embeddings,
+    documents: textColumn("documents", body.documents, n),
+    uris: textColumn("uris", body.uris, n),
+    metadatas,
+  };
 }
 
 function base64(bytes: Uint8Array): string {

@@ -180,3 +180,78 @@ export function topLevelMembers(text: string): Map<string, string> {
     if (next !== ",") fail("expected ',' or '}'");
   }
 }
+
+/**
+ * The fast path for the metadatas column of a get response, starting at `start` (the
+ * `[`): when every element is null or a flat object whose keys and string values have
+ * no escapes, whose values are scalars and which has no whitespace (what Chroma sends),
+ * returns exactly what canonicalJson(parseRawJson(column)) returns, element by element,
+ * about ten times faster (it slices the source text instead of building values). Returns
+ * null for anything else, and the caller takes the general parser.
+ */
+export function canonicalFlatObjects(text: string, start: number): string[] | null {
+  const values: string[] = [];
+  let pos = start;
+  let backslash = text.indexOf("\\", pos);
+  if (backslash < 0) backslash = text.length;
+  // A string without escapes, from the quote at pos; its end (past the closing quote) or -1.
+  const stringEnd = (): number => {
+    if (text.charCodeAt(pos) !== 0x22) return -1;
+    const close = text.indexOf('"', pos + 1);
+    if (close < 0 || close > backslash) return -1;
+    return close + 1;
+  };
+  if (text.charCodeAt(pos++) !== 0x5b /* [ */) return null;
+  if (text.charCodeAt(pos) === 0x5d /* ] */) return values;
+  const keys: string[] = [];
+  const members: string[] = [];
+  while (true) {
+    if (text.startsWith("null", pos)) {
+      values.push("null");
+      pos += 4;
+    } else {
+      if (text.charCodeAt(pos++) !== 0x7b /* { */) return null;
+      keys.length = 0;
+      members.length = 0;
+      let sorted = true;
+      if (text.charCodeAt(pos) === 0x7d /* } */) {
+        pos++;
+      } else {
+        while (true) {
+          const keyStart = pos;
+          const keyEnd = stringEnd();
+          if (keyEnd < 0 || text.charCodeAt(keyEnd) !== 0x3a /* : */) return null;
+          pos = keyEnd + 1;
+          const c = text.charCodeAt(pos);
+          if (c === 0x22) {
+            pos = stringEnd();
+            if (pos < 0) return null;
+          } else if (c === 0x74 /* t */ && text.startsWith("true", pos)) pos += 4;
+          else if (c === 0x66 /* f */ && text.startsWith("false", pos)) pos += 5;
+          else if (c === 0x6e /* n */ && text.startsWith("null", pos)) pos += 4;
+          else {
+            NUMBER.lastIndex = pos;
+            if (!NUMBER.test(text)) return null;
+            pos = NUMBER.lastIndex;
+          }
+          const key = text.slice(keyStart + 1, keyEnd - 1);
+          if (keys.length > 0 && key <= keys[keys.length - 1]!) sorted = false;
+          keys.push(key);
+          members.push(text.slice(keyStart, pos));
+          const next = text.charCodeAt(pos++);
+          if (next === 0x7d /* } */) break;
+          if (next !== 0x2c /* , */) return null;
+        }
+      }
+      if (sorted) values.push(`{${members.join(",")}}`);
+      else {
+        const order = keys.map((_, i) => i).sort((a, b) => (keys[a]! < keys[b]! ? -1 : keys[a]! > keys[b]! ? 1 : 0));
+        for (let i = 1; i < order.length; i++) if (keys[order[i]!] === keys[order[i - 1]!]) return null; // duplicate key: the general parser decides
+        values.push(`{${order.map((i) => members[i]).join(",")}}`);
+      }
+    }
+    const next = text.charCodeAt(pos++);
+    if (next === 0x5d /* ] */) return values;
+    if (next !== 0x2c /* , */) return null;
+  }
+}

@@ -7,6 +7,7 @@ import type { Storage } from "../storage/types.js";
 import { readCatalog, forEachLimited } from "./catalog.js";
 import { chunkKey, decodeDigests, digestsKey, encodeChunk, encodeDigests, sha256Hex } from "./chunk.js";
 import { FORMAT_VERSION, manifestKey, newSnapshotId, serializeManifest, type ChunkRef, type CollectionEntry, type Manifest } from "./manifest.js";
+import type { ManifestKeys } from "./signing.js";
 import { concatBatches, recordDigests, sliceBatch, type RecordBatch } from "./records.js";
 import { isAsideCollection } from "./restore.js";
 
@@ -24,6 +25,8 @@ export interface SnapshotOptions {
   onProgress?: (event: ProgressEvent) => void;
   /** Records per read from Chroma. */
   pageSize?: number;
+  /** Reads from Chroma in flight at once. */
+  readAhead?: number;
   /** A chunk ends at a content-defined boundary once it holds this much... */
   chunkMinBytes?: number;
   /** ...and at this size regardless. */
@@ -33,6 +36,8 @@ export interface SnapshotOptions {
   now?: () => Date;
   /** Runs just before the manifest is written; throwing aborts the commit (e.g. the lock was lost). */
   beforeCommit?: () => Promise<void>;
+  /** SNAPSHOT_SIGNING_KEY: signs the manifest, and previous manifests are trusted only when their signature checks. */
+  signing?: ManifestKeys;
 }
 
 /** A previous chunk whose records are dropped once fewer than this share of them is still live. */
@@ -53,7 +58,7 @@ export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options
   const now = options.now ?? (() => new Date());
   const started = now();
   const id = newSnapshotId(started);
-  const [version, all, catalog] = await Promise.all([chroma.version().catch(() => null), chroma.listCollections(), readCatalog(storage)]);
+  const [version, all, catalog] = await Promise.all([chroma.version().catch(() => null), chroma.listCollections(), readCatalog(storage, options.signing)]);
   const selected = selectCollections(all, options.collections);
   const previous = catalog.snapshots[0] ?? null;
   const known = new Set<string>();
@@ -85,10 +90,10 @@ export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options
   // The manifest's own size counts as new bytes: serialize until the figure it states
   // matches its length (a changed digit count settles within a pass or two).
   manifest.durationMs = Math.max(0, now().getTime() - started.getTime());
-  let bytes = await serializeManifest(manifest);
+  let bytes = await serializeManifest(manifest, options.signing);
   while (manifest.newBytes !== uploader.newBytes + bytes.byteLength) {
     manifest.newBytes = uploader.newBytes + bytes.byteLength;
-    bytes = await serializeManifest(manifest);
+    bytes = await serializeManifest(manifest, options.signing);
   }
   await options.beforeCommit?.();
   await retryStorage(() => storage.put(manifestKey(id), bytes));
@@ -146,25 +151,42 @@ async function snapshotCollection(
   const pageSize = options.pageSize ?? 500;
   const [previous, recordsAtStart] = await Promise.all([indexPrevious(storage, prevEntry), chroma.count(collection.id)]);
   const chunker = new Chunker(options.chunkMinBytes ?? 1024 * 1024, options.chunkMaxBytes ?? 8 * 1024 * 1024);
-  const newRefs: ChunkRef[] = [];
+  const newRefs: (ChunkRef | null)[] = [];
   const seen = new Set<string>();
   let dim = collection.dimension ?? 0;
   let read = 0;
   let bytesRead = 0;
 
-  const emit = async (batch: RecordBatch, digests: Uint8Array) => {
-    const encoded = encodeChunk(batch, options.compressionLevel ?? 6);
-    const hash = await sha256Hex(encoded.bytes);
-    newRefs.push({ hash, records: encoded.records, bytes: encoded.bytes.byteLength, decodedBytes: encoded.decodedBytes });
-    await uploader.add(hash, encoded.bytes, digests);
+  // Chunks are encoded and uploaded in the background (a few at a time, see Uploader);
+  // each keeps its place in the manifest.
+  const emit = (batch: RecordBatch, digests: Uint8Array) => {
+    const slot = newRefs.push(null) - 1;
+    return uploader.add(async () => {
+      const encoded = await encodeChunk(batch, options.compressionLevel ?? 6);
+      const hash = sha256Hex(encoded.bytes);
+      newRefs[slot] = { hash, records: encoded.records, bytes: encoded.bytes.byteLength, decodedBytes: encoded.decodedBytes };
+      return { hash, bytes: encoded.bytes, digests };
+    });
   };
 
-  let next: Promise<RecordBatch> | null = chroma.getRecords(collection.id, 0, pageSize);
-  for (let offset = 0; next; offset += pageSize) {
-    const page: RecordBatch = await next;
-    // Read ahead while this page is hashed, encoded and uploaded.
-    next = page.ids.length === pageSize ? chroma.getRecords(collection.id, offset + pageSize, pageSize) : null;
-    next?.catch(() => {}); // a failure surfaces when awaited
+  // Pages are requested `readAhead` at a time, so Chroma serves the next ones while this
+  // one is hashed, encoded and uploaded; a short page marks the end.
+  const readAhead = Math.max(1, options.readAhead ?? 2);
+  const pending: Promise<RecordBatch>[] = [];
+  let requested = 0;
+  let ended = false;
+  const request = () => {
+    const page = chroma.getRecords(collection.id, requested, pageSize);
+    page.catch(() => {}); // a failure surfaces when awaited
+    pending.push(page);
+    requested += pageSize;
+  };
+  for (let i = 0; i < readAhead; i++) request();
+  while (pending.length > 0) {
+    const page: RecordBatch = await pending.shift()!;
+    if (page.ids.length < pageSize) ended = true;
+    if (!ended) request();
+    else pending.length = 0; // pages past the end are empty
     if (page.ids.length === 0) break;
     if (dim === 0) dim = page.dim;
     const digests = recordDigests(page);
@@ -186,6 +208,7 @@ async function snapshotCollection(
   }
   const last = chunker.flush();
   if (last) await emit(last.batch, last.digests);
+  await uploader.drain();
 
   const recordsAtEnd = await chroma.count(collection.id);
   if (recordsAtEnd !== recordsAtStart || read !== recordsAtEnd) {
@@ -203,7 +226,7 @@ async function snapshotCollection(
     if (drop.length === ref.records) return;
     refs.push(drop.length > 0 ? { hash: ref.hash, records: ref.records, bytes: ref.bytes, decodedBytes: ref.decodedBytes, drop } : { hash: ref.hash, records: ref.records, bytes: ref.bytes, decodedBytes: ref.decodedBytes });
   });
-  refs.push(...newRefs);
+  refs.push(...(newRefs as ChunkRef[]));
   return {
     name: collection.name,
     id: collection.id,
@@ -305,12 +328,16 @@ class Uploader {
     private readonly limit: number,
   ) {}
 
-  async add(hash: string, bytes: Uint8Array, digests: Uint8Array): Promise<void> {
+  /** Waits for a free slot, then encodes (`encode`) and stores one chunk in the background. */
+  async add(encode: () => Promise<{ hash: string; bytes: Uint8Array; digests: Uint8Array }>): Promise<void> {
     while (this.inflight.size >= this.limit) await Promise.race(this.inflight);
     if (this.failure) throw this.failure.error;
-    if (this.known.has(hash)) return;
-    this.known.add(hash);
-    const task = this.store(hash, bytes, digests).catch((error: unknown) => {
+    const task = (async () => {
+      const { hash, bytes, digests } = await encode();
+      if (this.known.has(hash)) return;
+      this.known.add(hash);
+      await this.store(hash, bytes, digests);
+    })().catch((error: unknown) => {
       this.failure ??= { error };
     });
     const tracked = task.finally(() => this.inflight.delete(tracked));

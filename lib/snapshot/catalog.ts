@@ -4,6 +4,7 @@ import { retryStorage } from "../storage/retry.js";
 import { readAll } from "../storage/streams.js";
 import type { Storage } from "../storage/types.js";
 import { isSnapshotId, manifestKey, parseManifest, type Manifest } from "./manifest.js";
+import type { ManifestKeys } from "./signing.js";
 
 /** Manifests are small; a bigger one is not ours. */
 const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
@@ -23,9 +24,9 @@ export async function listSnapshotIds(storage: Storage): Promise<string[]> {
 /**
  * Reads and checks one manifest. Unknown id: NotFoundError; damaged: SnapshotCorruptError,
  * when three reads fail the checks (a read cut short on the way is not damage). Transient
- * failures are retried.
+ * failures are retried. With `keys` (SNAPSHOT_SIGNING_KEY) its signature is checked too.
  */
-export async function readManifest(storage: Storage, id: string): Promise<Manifest> {
+export async function readManifest(storage: Storage, id: string, keys?: ManifestKeys): Promise<Manifest> {
   for (let read = 0; ; read++) {
     let bytes: Uint8Array;
     try {
@@ -36,7 +37,7 @@ export async function readManifest(storage: Storage, id: string): Promise<Manife
       throw err;
     }
     try {
-      return await parseManifest(bytes, id);
+      return await parseManifest(bytes, id, keys);
     } catch (err) {
       if (read >= 2 || !(err instanceof SnapshotCorruptError)) throw err;
     }
@@ -50,13 +51,13 @@ export interface Catalog {
   damaged: { id: string; error: string }[];
 }
 
-export async function readCatalog(storage: Storage): Promise<Catalog> {
+export async function readCatalog(storage: Storage, keys?: ManifestKeys): Promise<Catalog> {
   const ids = await listSnapshotIds(storage);
   const snapshots: Manifest[] = [];
   const damaged: Catalog["damaged"] = [];
   await forEachLimited(ids, 8, async (id) => {
     try {
-      snapshots.push(await readManifest(storage, id));
+      snapshots.push(await readManifest(storage, id, keys));
     } catch (err) {
       if (err instanceof SnapshotCorruptError) damaged.push({ id, error: err.message });
       else if (!(err instanceof NotFoundError)) throw err; // deleted while listing: gone

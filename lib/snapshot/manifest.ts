@@ -1,8 +1,10 @@
 import * as v from "valibot";
 import { InvalidRequestError, SnapshotCorruptError } from "../errors.js";
 import { sha256Hex } from "./chunk.js";
+import type { ManifestKeys } from "./signing.js";
 
-export const FORMAT_VERSION = 1;
+/** Format 2: chunks are written as CBC2 (embeddings as byte planes); format 1 (CBC1 chunks) is still read. */
+export const FORMAT_VERSION = 2;
 
 const hash = v.pipe(v.string(), v.regex(/^[0-9a-f]{64}$/));
 const count = v.pipe(v.number(), v.integer(), v.minValue(0));
@@ -31,7 +33,7 @@ const CollectionSchema = v.object({
 });
 
 export const ManifestSchema = v.object({
-  format: v.literal(FORMAT_VERSION),
+  format: v.union([v.literal(1), v.literal(FORMAT_VERSION)]),
   id: v.string(),
   createdAt: v.string(),
   durationMs: count,
@@ -94,19 +96,26 @@ export function manifestKey(id: string): string {
 
 /**
  * The stored form: `{"checksum":"sha256:<hex>","manifest":<body>}`, where the checksum
- * covers the body's exact bytes, so it can be checked without re-serializing.
+ * covers the body's exact bytes, so it can be checked without re-serializing. With
+ * signing keys (SNAPSHOT_SIGNING_KEY) a signature over the same bytes comes between them:
+ * `{"checksum":"sha256:<hex>","signature":"hmac-sha256:<key id>:<hex>","manifest":<body>}`.
  */
-const PREFIX = '{"checksum":"sha256:';
-const PREFIX_LENGTH = PREFIX.length + 64 + '","manifest":'.length;
+const HEAD = /^\{"checksum":"sha256:([0-9a-f]{64})"(?:,"signature":"hmac-sha256:([0-9a-f]{8}):([0-9a-f]{64})")?,"manifest":/;
 
-export async function serializeManifest(manifest: Manifest): Promise<Uint8Array> {
+export async function serializeManifest(manifest: Manifest, keys?: ManifestKeys): Promise<Uint8Array> {
   const body = JSON.stringify(manifest);
-  const sum = await sha256Hex(new TextEncoder().encode(body));
-  return new TextEncoder().encode(`${PREFIX}${sum}","manifest":${body}}`);
+  const bodyBytes = new TextEncoder().encode(body);
+  const sum = await sha256Hex(bodyBytes);
+  const signature = keys?.sign(bodyBytes);
+  return new TextEncoder().encode(`{"checksum":"sha256:${sum}"${signature ? `,"signature":"${signature}"` : ""},"manifest":${body}}`);
 }
 
-/** Parses a stored manifest, checking its checksum, shape and that it is the one asked for. */
-export async function parseManifest(bytes: Uint8Array, expectedId: string): Promise<Manifest> {
+/**
+ * Parses a stored manifest, checking its checksum, its signature when `keys` has any
+ * (an unsigned manifest is then refused), its shape and that it is the one asked for.
+ * Without keys a signed manifest is accepted on its checksum (reported through `keys`).
+ */
+export async function parseManifest(bytes: Uint8Array, expectedId: string, keys?: ManifestKeys): Promise<Manifest> {
   const corrupt = (why: string): never => {
     throw new SnapshotCorruptError(`manifest of snapshot ${expectedId}: ${why}`, null, null);
   };
@@ -116,10 +125,20 @@ export async function parseManifest(bytes: Uint8Array, expectedId: string): Prom
   } catch {
     return corrupt("not UTF-8");
   }
-  if (!text.startsWith(PREFIX) || !text.endsWith("}") || text.length < PREFIX_LENGTH + 2) corrupt("not a manifest");
-  const stated = text.slice(PREFIX.length, PREFIX.length + 64);
-  const body = text.slice(PREFIX_LENGTH, -1);
-  if ((await sha256Hex(new TextEncoder().encode(body))) !== stated) corrupt("checksum mismatch (the manifest was altered or damaged)");
+  const head = HEAD.exec(text);
+  if (!head || !text.endsWith("}")) return corrupt("not a manifest");
+  const [prefix, stated, keyId, mac] = head;
+  const body = text.slice(prefix.length, -1);
+  const bodyBytes = new TextEncoder().encode(body);
+  if ((await sha256Hex(bodyBytes)) !== stated) corrupt("checksum mismatch (the manifest was altered or damaged)");
+  if (keys?.enabled) {
+    if (!keyId || !mac) corrupt("not signed; it was taken before SNAPSHOT_SIGNING_KEY was set or the signature was stripped: take a new backup, or unset the key to use it");
+    const check = keys.check(keyId!, mac!, bodyBytes);
+    if (check === "unknown-key") corrupt(`signed with key ${keyId}, this service has ${keys.ids.join(", ")} (SNAPSHOT_SIGNING_KEY)`);
+    if (check === "mismatch") corrupt("signature mismatch: the manifest was altered");
+  } else if (keyId) {
+    keys?.unverified(expectedId, keyId);
+  }
   let parsed: unknown;
   try {
     parsed = JSON.parse(body);

@@ -1,4 +1,4 @@
-import { sha256 } from "./chunk.js";
+import { createHash } from "node:crypto";
 
 /**
  * A batch of records in columns: what a Chroma page becomes, what a chunk holds, and
@@ -70,21 +70,19 @@ export function concatBatches(batches: RecordBatch[]): RecordBatch {
   };
 }
 
-const encoder = new TextEncoder();
-
 /**
  * A 16-byte digest of one record's full content (id, embedding bytes, document, uri,
  * metadata), used to recognise a record that is already in the previous snapshot.
  */
 export function recordDigests(batch: RecordBatch): Uint8Array {
   const out = new Uint8Array(batch.ids.length * 16);
+  const bytesPerRecord = batch.dim * 4;
   for (let i = 0; i < batch.ids.length; i++) {
-    const text = encoder.encode(JSON.stringify([batch.ids[i], batch.documents[i], batch.uris[i]]) + "\n" + batch.metadatas[i] + "\n");
-    const emb = new Uint8Array(batch.embeddings.buffer, batch.embeddings.byteOffset + i * batch.dim * 4, batch.dim * 4);
-    const input = new Uint8Array(text.byteLength + emb.byteLength);
-    input.set(text);
-    input.set(emb, text.byteLength);
-    out.set(sha256(input).subarray(0, 16), i * 16);
+    const digest = createHash("sha256")
+      .update(JSON.stringify([batch.ids[i], batch.documents[i], batch.uris[i]]) + "\n" + batch.metadatas[i] + "\n")
+      .update(new Uint8Array(batch.embeddings.buffer, batch.embeddings.byteOffset + i * bytesPerRecord, bytesPerRecord))
+      .digest();
+    out.set(digest.subarray(0, 16), i * 16);
   }
   return out;
 }

@@ -59,6 +59,8 @@ export interface ServiceSetup {
   now?: () => Date;
   chromaTimeoutMs?: number;
   backupMinIntervalSeconds?: number;
+  /** SNAPSHOT_SIGNING_KEY's keys. */
+  signingKeys?: string[];
 }
 
 export function makeService(s: ServiceSetup): BackupService {
@@ -70,6 +72,7 @@ export function makeService(s: ServiceSetup): BackupService {
     log: silentLogger,
     now: s.now,
     backupMinIntervalSeconds: s.backupMinIntervalSeconds,
+    signingKeys: s.signingKeys,
   });
 }
 

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { expect, it } from "vitest";
-import { canonicalJson, parseRawJson, topLevelMembers, type RawNumber } from "../../lib/json/raw-json.js";
+import { parseGetResponse } from "../../lib/chroma/rest.js";
+import { canonicalFlatObjects, canonicalJson, parseRawJson, topLevelMembers, type RawNumber } from "../../lib/json/raw-json.js";
 
 it("keeps a float that looks like an int apart from the int", () => {
   const parsed = parseRawJson('{"f": 2.0, "i": 2, "e": 1e3, "neg": -0.5}') as Record<string, RawNumber>;
@@ -48,4 +49,48 @@ it("splits top-level members without parsing them, strings with brackets include
     }),
     { numRuns: 300 },
   );
+});
+
+// Metadata as Chroma writes it: flat objects of scalars, floats that look like ints, any key order.
+const numberText = fc.oneof(
+  fc.integer().map(String),
+  fc.double({ noNaN: true, noDefaultInfinity: true }).map((x) => (Number.isInteger(x) && Math.abs(x) < 1e15 ? `${x}.0` : String(x))),
+  fc.constantFrom("1e3", "-0.0", "2.50", "1E-7", "0"),
+);
+const scalarText = fc.oneof(numberText, fc.constantFrom("true", "false", "null"), fc.string().map((s) => JSON.stringify(s)));
+const metadataText = fc.oneof(
+  fc.constant("null"),
+  fc.uniqueArray(fc.tuple(fc.string(), scalarText), { selector: ([k]) => k, maxLength: 8 }).map((pairs) => `{${pairs.map(([k, v]) => `${JSON.stringify(k)}:${v}`).join(",")}}`),
+);
+
+it("the metadata fast path gives exactly the general parser's canonical text, or steps aside", () => {
+  fc.assert(
+    fc.property(fc.array(metadataText, { maxLength: 12 }), (records) => {
+      const column = `[${records.join(",")}]`;
+      const general = (parseRawJson(column) as never[]).map(canonicalJson);
+      const fast = canonicalFlatObjects(`{"ids":[],"metadatas":${column}}`, '{"ids":[],"metadatas":'.length);
+      // Escaped strings are left to the general parser; everything else takes the fast path.
+      if (!column.includes("\\")) expect(fast).not.toBeNull();
+      if (fast) expect(fast).toEqual(general);
+    }),
+    { numRuns: 500 },
+  );
+  for (const odd of ['[{"a": 1}]', '[{"a":{"b":1}}]', '[{"a":[1]}]', '[{"a":1,"a":2}]', '[{"a":01}]', '[{"a":"x\\"y"}]', "[1]"]) {
+    expect(canonicalFlatObjects(odd, 0), odd).toBeNull();
+  }
+});
+
+it("parseGetResponse keeps metadata number text whichever path it takes, and checks column shapes", () => {
+  const body = (metadatas: string) => `{"ids":["a","b"],"embeddings":[[1.5,2],[3,4]],"documents":["x",null],"uris":null,"included":["metadatas"],"metadatas":${metadatas}}`;
+  for (const metadatas of ['[{"w":3.0,"a":"s"},null]', '[{"w": 3.0, "a": "s"}, null]', '[{"w":3.0,"a":"s\\u00e9"},null]']) {
+    const batch = parseGetResponse(body(metadatas));
+    expect(batch.metadatas[0]).toMatch(/^\{"a":"s.*","w":3\.0\}$/);
+    expect(batch.metadatas[1]).toBe("null");
+    expect([...batch.embeddings]).toEqual([1.5, 2, 3, 4]);
+    expect(batch.documents).toEqual(["x", null]);
+    expect(batch.uris).toEqual([null, null]);
+  }
+  expect(() => parseGetResponse(body("[null]"))).toThrow(/metadatas column of the wrong shape/);
+  expect(() => parseGetResponse('{"ids":["a"],"documents":[1]}')).toThrow(/not text/);
+  expect(() => parseGetResponse('{"ids":["a"],"embeddings":[[1,2]],"documents":["x"],"metadatas":[{"a":1}]')).toThrow(/invalid JSON/);
 });

@@ -8,16 +8,18 @@
  * - Manifests re-serialized with a valid checksum but pointing at the wrong chunks, or with
  *   counts that do not add up: caught by the decode-time checks, the manifest's own
  *   consistency checks or the restore count check, never written into Chroma as if fine.
- *   The one swap that cannot be caught without a format change is pinned and explained.
+ *   The one swap no keyless check can catch (refs swapped consistently between collections
+ *   of equal size) is refused with SNAPSHOT_SIGNING_KEY, and pinned as the limit without it.
  * - A manifest whose checksum does not match: 422 on GET, left out of the list.
  */
-import { inflateSync } from "fflate";
+import { inflateRawSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChromaRest } from "../../lib/chroma/rest.js";
 import { SnapshotCorruptError } from "../../lib/errors.js";
 import { readManifest } from "../../lib/snapshot/catalog.js";
 import { chunkKey, decodeChunk, encodeChunk, sha256Hex } from "../../lib/snapshot/chunk.js";
 import { manifestKey, newSnapshotId, parseManifest, serializeManifest, type Manifest } from "../../lib/snapshot/manifest.js";
+import { ManifestKeys, signingKeyId } from "../../lib/snapshot/signing.js";
 import { readAll } from "../../lib/storage/streams.js";
 import { startTestChroma, type TestChroma } from "../fixtures/chroma.js";
 import { addRecords, collectionId, dumpCollection, makeRecords } from "../fixtures/dataset.js";
@@ -104,6 +106,13 @@ async function forge(from: Manifest, edit: (m: Manifest) => void): Promise<strin
 }
 
 const entry = (m: Manifest, name: string) => m.collections.find((c) => c.name === name)!;
+
+/** gamma's and delta's chunk refs swapped, totals consistent: what no keyless check can see. */
+function swapGammaDelta(m: Manifest): void {
+  const [g, d] = [entry(m, "gamma"), entry(m, "delta")];
+  [g.chunks, d.chunks] = [d.chunks, g.chunks];
+  fixTotals(m);
+}
 
 /** Recomputes the totals a consistent writer would have written. */
 function fixTotals(m: Manifest): void {
@@ -243,9 +252,9 @@ async function measure(attempt: () => Promise<void>): Promise<Cost> {
 const fmt = (c: Cost) => `${c.ms.toFixed(0)} ms, RSS +${(c.rssGrowth / MiB).toFixed(1)} MiB, peak +${(c.peakGrowth / MiB).toFixed(1)} MiB`;
 
 describe("a deflate bomb inside a chunk with a valid name and header", () => {
-  it("the hand-built bomb is a valid deflate stream of zeros (checked small with fflate)", () => {
+  it("the hand-built bomb is a valid deflate stream of zeros (checked small with zlib)", () => {
     const { stream, inflatesTo } = deflateBomb(1 * MiB);
-    const out = inflateSync(stream);
+    const out = inflateRawSync(stream);
     expect(out.byteLength).toBe(inflatesTo);
     expect(out.every((b) => b === 0)).toBe(true);
     expect(inflatesTo / stream.byteLength).toBeGreaterThan(1000);
@@ -310,10 +319,10 @@ describe("a deflate bomb inside a chunk with a valid name and header", () => {
 
   it("a stream that expands just past its claim, or stops short of it, is refused", async () => {
     const batch = { ids: ["a", "b"], dim: 0, embeddings: new Float32Array(0), documents: ["x".repeat(500), null], uris: [null, null], metadatas: ["null", "null"] };
-    const good = encodeChunk(batch);
+    const good = await encodeChunk(batch);
     const view = new DataView(good.bytes.buffer);
-    expect(view.getUint32(12, true)).toBe(1); // deflated
-    const textBytes = view.getUint32(20, true);
+    expect(view.getUint32(20, true)).toBe(1); // text deflated (chunk v2 header: docs/FORMAT.md)
+    const textBytes = view.getUint32(28, true);
     const hash = await sha256Hex(good.bytes);
     expect(decodeChunk(good.bytes, { hash, records: 2, decodedBytes: good.decodedBytes, collection: "x" }).ids).toEqual(["a", "b"]);
     for (const [claim, why] of [
@@ -321,12 +330,12 @@ describe("a deflate bomb inside a chunk with a valid name and header", () => {
       [textBytes + 1, /inflates to fewer than/],
     ] as const) {
       const lying = good.bytes.slice();
-      new DataView(lying.buffer).setUint32(20, claim, true);
-      expect(() => decodeChunk(lying, { hash, records: 2, decodedBytes: 24 + claim, collection: "x" }), String(claim)).toThrow(why);
+      new DataView(lying.buffer).setUint32(28, claim, true);
+      expect(() => decodeChunk(lying, { hash, records: 2, decodedBytes: 32 + claim, collection: "x" }), String(claim)).toThrow(why);
     }
     // A truncated stream is an error too, not a short read.
     const truncated = good.bytes.slice(0, good.bytes.byteLength - 3);
-    new DataView(truncated.buffer).setUint32(16, view.getUint32(16, true) - 3, true);
+    new DataView(truncated.buffer).setUint32(24, view.getUint32(24, true) - 3, true);
     expect(() => decodeChunk(truncated, { hash, records: 2, decodedBytes: good.decodedBytes, collection: "x" })).toThrow(SnapshotCorruptError);
   });
 });
@@ -432,22 +441,73 @@ describe("a manifest re-serialized with a valid checksum but the wrong chunk ref
     expect(await chromaState()).toEqual(before);
   });
 
-  it("KNOWN GAP: whole chunk lists swapped between two collections of equal size and dimension restore the wrong records", async () => {
+  it("WITHOUT A KEY (the remaining limit): whole chunk lists swapped between two collections of equal size and dimension restore the wrong records", async () => {
     // gamma and delta: 50 records of dim 8 each, one chunk each. With the refs (hash,
     // records, bytes, decodedBytes) and totals swapped together, every check passes: the
     // manifest's checksum is an integrity check any writer can recompute, and chunks are
     // content-addressed and shared, so nothing in a chunk says which collection it belongs to.
-    const id = await forge(base, (m) => {
-      const [g, d] = [entry(m, "gamma"), entry(m, "delta")];
-      [g.chunks, d.chunks] = [d.chunks, g.chunks];
-      fixTotals(m);
-    });
+    // Only a keyed signature (SNAPSHOT_SIGNING_KEY, next test) detects it; this service has none.
+    const id = await forge(base, swapGammaDelta);
     expect((await verifyErrors(id)).ok).toBe(true);
     const r = await api.post("/restore", { snapshot: id, collections: ["gamma"], rename: { gamma: "gamma-forged" } });
     expect(r.status, r.text).toBe(200);
     const restored = parseDump(await dumpCollection(chroma.url, await collectionId(chroma.url, "gamma-forged")));
     expect([...restored.keys()].every((k) => k.startsWith("delta-"))).toBe(true);
     await rest.deleteCollection("gamma-forged");
+  });
+
+  it("WITH SNAPSHOT_SIGNING_KEY: the same swap, re-checksummed unsigned, with the genuine signature kept or signed with another key, is refused by verify and restore", async () => {
+    const KEY = "format-attacks-signing-key-0123456789abcdef";
+    const keyed = client(makeApp(makeService({ chromaUrl: chroma.url, storage: store.storage, chromaTimeoutMs: 10_000, signingKeys: [KEY] })));
+    const taken = await keyed.post("/backups", { collections: ["gamma", "delta"], tag: "signed" });
+    expect(taken.status, taken.text).toBe(201);
+    const signedId: string = taken.body.id;
+    const stored = new TextDecoder().decode(await readAll(await store.storage.get(manifestKey(signedId))));
+    const signature = /,"signature":"(hmac-sha256:([0-9a-f]{8}):[0-9a-f]{64})"/.exec(stored);
+    expect(signature?.[2]).toBe(signingKeyId(KEY));
+    expect((await verifyErrors(signedId)).ok).toBe(true);
+
+    // The forger swaps the chunk refs consistently under a newer id and recomputes the
+    // checksum (as above), then: leaves it unsigned; keeps the genuine signature; signs it
+    // with a key of its own.
+    const m = await readManifest(store.storage, signedId, new ManifestKeys([KEY]));
+    const at = new Date(Date.parse(m.createdAt) + 1000);
+    m.id = newSnapshotId(at);
+    m.createdAt = at.toISOString();
+    swapGammaDelta(m);
+    const id = m.id;
+    const unsigned = new TextDecoder().decode(await serializeManifest(m));
+    const variants: [string, string, RegExp][] = [
+      ["unsigned", unsigned, /not signed; it was taken before SNAPSHOT_SIGNING_KEY was set or the signature was stripped/],
+      ["genuine signature kept", unsigned.replace('","manifest":', `","signature":"${signature![1]}","manifest":`), /signature mismatch: the manifest was altered/],
+      ["signed with another key", new TextDecoder().decode(await serializeManifest(m, new ManifestKeys(["the-forgers-own-key-0123456789abcdef0123"]))), new RegExp(`signed with key [0-9a-f]{8}, this service has ${signingKeyId(KEY)}`)],
+    ];
+    const chromaBefore = await chromaState();
+    for (const [what, text, why] of variants) {
+      await store.storage.put(manifestKey(id), new TextEncoder().encode(text));
+      // A service without the key is fooled (it cannot check a signature).
+      expect((await verifyErrors(id)).ok, what).toBe(true);
+      expectError(await keyed.post(`/backups/${id}/verify`), 422, "snapshot_corrupt", why);
+      expectError(await keyed.get(`/backups/${id}`), 422, "snapshot_corrupt", why);
+      expect((await keyed.get("/backups")).body.snapshots.map((s: { id: string }) => s.id), what).not.toContain(id);
+      expect((await keyed.get("/backups/latest")).body.id, `${what}: latest skips it`).toBe(signedId);
+      for (const mode of ["replace", "merge"] as const) {
+        expectError(await keyed.post("/restore", { snapshot: id, collections: ["gamma"], rename: { gamma: "gamma-forged" }, mode }), 422, "snapshot_corrupt", why);
+        expect(await chromaState(), `${what}, ${mode}: nothing written to Chroma`).toEqual(chromaBefore);
+      }
+      const damaged = (await keyed.get("/status")).body.storage.damagedSnapshots as { id: string; error: string }[];
+      expect(damaged.find((d) => d.id === id)?.error, what).toMatch(why);
+    }
+    await store.storage.delete(manifestKey(id));
+
+    // The genuine one restores gamma's own records.
+    const r = await keyed.post("/restore", { snapshot: signedId, collections: ["gamma"], rename: { gamma: "gamma-signed" } });
+    expect(r.status, r.text).toBe(200);
+    const restored = parseDump(await dumpCollection(chroma.url, await collectionId(chroma.url, "gamma-signed")));
+    expect(restored.size).toBe(GAMMA.count);
+    expect([...restored.keys()].every((k) => k.startsWith("gamma-"))).toBe(true);
+    await rest.deleteCollection("gamma-signed");
+    await store.storage.delete(manifestKey(signedId));
   });
 });
 
