@@ -1,6 +1,7 @@
+import { Buffer, isUtf8 } from "node:buffer";
 import { createHash } from "node:crypto";
 import { promisify } from "node:util";
-import { constants as zlibConstants, deflateRaw, inflateRawSync, type ZlibOptions } from "node:zlib";
+import { constants as zlibConstants, deflateRaw, inflateRaw, inflateRawSync, type ZlibOptions } from "node:zlib";
 import { SnapshotCorruptError } from "../errors.js";
 import type { RecordBatch } from "./records.js";
 
@@ -50,6 +51,7 @@ export interface EncodedChunk {
 }
 
 const deflateRawAsync = promisify<Uint8Array, ZlibOptions, Uint8Array>(deflateRaw);
+const inflateRawAsync = promisify<Uint8Array, ZlibOptions, Uint8Array>(inflateRaw);
 
 /**
  * Compression goes through node:zlib (native zlib in Node, and in Workers under
@@ -117,33 +119,49 @@ export interface ChunkExpectation {
   dimension?: number | null;
 }
 
+type Corrupt = (why: string, cause?: unknown) => never;
+
 /**
  * Inflates raw deflate to exactly `size` bytes or throws. zlib stops as soon as the
  * output passes `size` (it works in 16 KiB steps), so a stream crafted to expand to
  * gigabytes costs one step in memory and time, and nothing is allocated up front from
- * a claimed size.
+ * a claimed size. `sync: false` inflates in zlib's thread pool.
  */
-function inflateExactly(stored: Uint8Array, size: number, what: string, corrupt: (why: string, cause?: unknown) => never): Uint8Array {
-  let out: Uint8Array;
-  try {
-    out = inflateRawSync(stored, { maxOutputLength: Math.max(1, size) });
-  } catch (err) {
+function inflateExactly(stored: Uint8Array, size: number, what: string, corrupt: Corrupt, sync: true): Uint8Array;
+function inflateExactly(stored: Uint8Array, size: number, what: string, corrupt: Corrupt, sync: false): Promise<Uint8Array>;
+function inflateExactly(stored: Uint8Array, size: number, what: string, corrupt: Corrupt, sync: boolean): Uint8Array | Promise<Uint8Array> {
+  // One output step per call for a chunk's sections (fewer round trips through the
+  // thread pool), capped so a false claim cannot make zlib allocate much ahead.
+  const options = { maxOutputLength: Math.max(1, size), chunkSize: Math.min(Math.max(size + 1, 64), 1024 * 1024) };
+  const failed = (err: unknown): never => {
     if ((err as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") return corrupt(`${what} inflates to more than the ${size} bytes claimed`, err);
     return corrupt(`${what} does not inflate: ${(err as Error).message}`, err);
+  };
+  const checked = (out: Uint8Array): Uint8Array => {
+    if (out.byteLength !== size) corrupt(`${what} inflates to ${out.byteLength < size ? "fewer" : "more"} than the ${size} bytes claimed`);
+    return out;
+  };
+  if (!sync) return inflateRawAsync(stored, options).then(checked, failed);
+  try {
+    return checked(inflateRawSync(stored, options));
+  } catch (err) {
+    if (err instanceof SnapshotCorruptError) throw err;
+    return failed(err);
   }
-  if (out.byteLength !== size) corrupt(`${what} inflates to ${out.byteLength < size ? "fewer" : "more"} than the ${size} bytes claimed`);
-  return out;
 }
 
-/**
- * Decodes a chunk whose sha256 was already checked, trusting nothing else in it: every
- * length is checked against the bytes and the manifest's claims, and inflation stops
- * at the claimed size, so a crafted chunk cannot make it allocate more.
- */
-export function decodeChunk(bytes: Uint8Array, expect: ChunkExpectation): RecordBatch {
-  const corrupt = (why: string, cause?: unknown): never => {
-    throw new SnapshotCorruptError(`chunk ${expect.hash}: ${why}`, expect.hash, expect.collection, { cause });
-  };
+/** A chunk's sections, located and checked against its own lengths and the manifest's claims. */
+interface ChunkLayout {
+  n: number;
+  dim: number;
+  embeddingCodec: number;
+  embeddings: Uint8Array;
+  textCodec: number;
+  text: Uint8Array;
+  textBytes: number;
+}
+
+function readLayout(bytes: Uint8Array, expect: ChunkExpectation, corrupt: Corrupt): ChunkLayout {
   if (bytes.byteLength < HEADER_V1) corrupt("shorter than its header");
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const magic = view.getUint32(0, true);
@@ -165,29 +183,86 @@ export function decodeChunk(bytes: Uint8Array, expect: ChunkExpectation): Record
   if (embeddingCodec !== CODEC_STORED && embeddingCodec !== CODEC_BYTE_PLANES) corrupt(`unknown embedding codec ${embeddingCodec}`);
   if (textCodec !== CODEC_STORED && textCodec !== CODEC_DEFLATE) corrupt(`unknown text codec ${textCodec}`);
   if (expect.dimension && dim !== 0 && dim !== expect.dimension) corrupt(`has embeddings of ${dim} floats, the collection has ${expect.dimension}`);
+  if (embeddingCodec === CODEC_STORED && embeddingStored !== embeddingBytes) corrupt("stored embedding length mismatch");
+  if (embeddingCodec === CODEC_BYTE_PLANES && embeddingStored < n * dim * 3) corrupt("embedding section is shorter than its low bytes");
+  if (textCodec === CODEC_STORED && textStored !== textBytes) corrupt("stored text length mismatch");
+  return {
+    n,
+    dim,
+    embeddingCodec,
+    embeddings: bytes.subarray(header, header + embeddingStored),
+    textCodec,
+    text: bytes.subarray(header + embeddingStored),
+    textBytes,
+  };
+}
 
-  const storedEmbeddings = bytes.subarray(header, header + embeddingStored);
+const corruptFor =
+  (expect: ChunkExpectation): Corrupt =>
+  (why, cause) => {
+    throw new SnapshotCorruptError(`chunk ${expect.hash}: ${why}`, expect.hash, expect.collection, { cause });
+  };
+
+/**
+ * Decodes a chunk whose sha256 was already checked, trusting nothing else in it: every
+ * length is checked against the bytes and the manifest's claims, and inflation stops
+ * at the claimed size, so a crafted chunk cannot make it allocate more.
+ */
+export function decodeChunk(bytes: Uint8Array, expect: ChunkExpectation): RecordBatch {
+  const corrupt = corruptFor(expect);
+  const layout = readLayout(bytes, expect, corrupt);
+  const { n, dim } = layout;
   const embeddings = new Float32Array(n * dim);
-  if (embeddingCodec === CODEC_STORED) {
-    if (embeddingStored !== embeddingBytes) corrupt("stored embedding length mismatch");
-    new Uint8Array(embeddings.buffer).set(storedEmbeddings);
+  if (layout.embeddingCodec === CODEC_STORED) {
+    new Uint8Array(embeddings.buffer).set(layout.embeddings);
   } else {
-    const count = n * dim;
-    if (embeddingStored < count * 3) corrupt("embedding section is shorter than its low bytes");
-    const high = inflateExactly(storedEmbeddings.subarray(count * 3), count, "embedding high-byte plane", corrupt);
-    joinBytePlanes(storedEmbeddings.subarray(0, count * 3), high, new Uint32Array(embeddings.buffer));
+    const high = inflateExactly(layout.embeddings.subarray(n * dim * 3), n * dim, "embedding high-byte plane", corrupt, true);
+    joinBytePlanes(layout.embeddings.subarray(0, n * dim * 3), high, new Uint32Array(embeddings.buffer));
   }
-
-  const stored = bytes.subarray(header + embeddingStored);
-  let text: Uint8Array;
-  if (textCodec === CODEC_STORED) {
-    if (textStored !== textBytes) corrupt("stored text length mismatch");
-    text = stored;
-  } else {
-    text = inflateExactly(stored, textBytes, "text section", corrupt);
-  }
+  const text = layout.textCodec === CODEC_STORED ? layout.text : inflateExactly(layout.text, layout.textBytes, "text section", corrupt, true);
   return { ...decodeText(text, n, corrupt), dim, embeddings };
 }
+
+/**
+ * What a verify checks, without building the records: every header length, both
+ * sections inflate (in zlib's thread pool) to exactly their sizes, and the text is UTF-8
+ * framed as `n + 3` lines with well-formed id and uri columns. The embeddings need no
+ * more than their length (any bytes are floats). The documents and metadata lines are
+ * left to decodeChunk: with the chunk's sha256 already checked, they are the bytes the
+ * writer wrote, and parsing them would double the cost. Returns the record count.
+ */
+export async function checkChunk(bytes: Uint8Array, expect: ChunkExpectation): Promise<number> {
+  const corrupt = corruptFor(expect);
+  const layout = readLayout(bytes, expect, corrupt);
+  const { n, dim } = layout;
+  const [text] = await Promise.all([
+    layout.textCodec === CODEC_STORED ? layout.text : inflateExactly(layout.text, layout.textBytes, "text section", corrupt, false),
+    layout.embeddingCodec === CODEC_STORED ? null : inflateExactly(layout.embeddings.subarray(n * dim * 3), n * dim, "embedding high-byte plane", corrupt, false),
+  ]);
+  checkText(text, n, corrupt);
+  return n;
+}
+
+function checkText(bytes: Uint8Array, n: number, corrupt: Corrupt): void {
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength); // Buffer's indexOf is native
+  if (!isUtf8(text)) corrupt("text section is not UTF-8");
+  const ends: number[] = [];
+  for (let i = text.indexOf(0x0a); i !== -1; i = text.indexOf(0x0a, i + 1)) ends.push(i);
+  if (ends.length + 1 !== 3 + n) corrupt(`text section has ${ends.length + 1} lines, expected ${3 + n}`);
+  const line = (k: number) => decoder.decode(text.subarray(k === 0 ? 0 : ends[k - 1]! + 1, ends[k]));
+  let ids: unknown, uris: unknown;
+  try {
+    ids = JSON.parse(line(0));
+    uris = JSON.parse(line(2));
+  } catch (err) {
+    return corrupt("text section is not valid JSON", err);
+  }
+  if (!isColumn(ids, n, false)) corrupt("ids column is malformed");
+  if (!isColumn(uris, n, true)) corrupt("uris column is malformed");
+}
+
+const isColumn = (v: unknown, n: number, nullable: boolean): v is (string | null)[] =>
+  Array.isArray(v) && v.length === n && v.every((x) => typeof x === "string" || (nullable && x === null));
 
 function joinBytePlanes(low: Uint8Array, high: Uint8Array, out: Uint32Array): void {
   for (let i = 0, j = 0; i < out.length; i++, j += 3) {
@@ -195,7 +270,7 @@ function joinBytePlanes(low: Uint8Array, high: Uint8Array, out: Uint32Array): vo
   }
 }
 
-function decodeText(text: Uint8Array, n: number, corrupt: (why: string, cause?: unknown) => never): Pick<RecordBatch, "ids" | "documents" | "uris" | "metadatas"> {
+function decodeText(text: Uint8Array, n: number, corrupt: Corrupt): Pick<RecordBatch, "ids" | "documents" | "uris" | "metadatas"> {
   let lines: string[];
   try {
     lines = decoder.decode(text).split("\n");
@@ -211,11 +286,9 @@ function decodeText(text: Uint8Array, n: number, corrupt: (why: string, cause?: 
   } catch (err) {
     return corrupt("text section is not valid JSON", err);
   }
-  const isColumn = (v: unknown, nullable: boolean): v is (string | null)[] =>
-    Array.isArray(v) && v.length === n && v.every((x) => typeof x === "string" || (nullable && x === null));
-  if (!isColumn(ids, false)) corrupt("ids column is malformed");
-  if (!isColumn(documents, true)) corrupt("documents column is malformed");
-  if (!isColumn(uris, true)) corrupt("uris column is malformed");
+  if (!isColumn(ids, n, false)) corrupt("ids column is malformed");
+  if (!isColumn(documents, n, true)) corrupt("documents column is malformed");
+  if (!isColumn(uris, n, true)) corrupt("uris column is malformed");
   return { ids: ids as string[], documents: documents as (string | null)[], uris: uris as (string | null)[], metadatas: lines.slice(3) };
 }
 
@@ -228,24 +301,24 @@ function decodeText(text: Uint8Array, n: number, corrupt: (why: string, cause?: 
  */
 const DIGEST_MAGIC = 0x31444243; // "CBD1"
 
-export async function encodeDigests(digests: Uint8Array): Promise<Uint8Array> {
+export function encodeDigests(digests: Uint8Array): Uint8Array {
   const count = digests.byteLength / 16;
   const body = new Uint8Array(8 + digests.byteLength + 32);
   const view = new DataView(body.buffer);
   view.setUint32(0, DIGEST_MAGIC, true);
   view.setUint32(4, count, true);
   body.set(digests, 8);
-  body.set(await sha256(body.subarray(0, 8 + digests.byteLength)), 8 + digests.byteLength);
+  body.set(sha256(body.subarray(0, 8 + digests.byteLength)), 8 + digests.byteLength);
   return body;
 }
 
 /** The digests, or null when the sidecar is damaged or does not match `records`. */
-export async function decodeDigests(bytes: Uint8Array, records: number): Promise<Uint8Array | null> {
+export function decodeDigests(bytes: Uint8Array, records: number): Uint8Array | null {
   if (bytes.byteLength !== 8 + records * 16 + 32) return null;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (view.getUint32(0, true) !== DIGEST_MAGIC || view.getUint32(4, true) !== records) return null;
   const end = 8 + records * 16;
-  const sum = await sha256(bytes.subarray(0, end));
+  const sum = sha256(bytes.subarray(0, end));
   const stored = bytes.subarray(end);
   for (let i = 0; i < 32; i++) if (sum[i] !== stored[i]) return null;
   return bytes.slice(8, end);

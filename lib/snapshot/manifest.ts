@@ -15,6 +15,8 @@ const ChunkRefSchema = v.object({
   /** Size as stored. */
   bytes: count,
   decodedBytes: count,
+  /** sha256 of the chunk's digest sidecar when it was written, so the sidecar is as trustworthy as the manifest. */
+  digests: v.optional(hash),
   /** Indexes (in chunk order) of records not part of this snapshot: deleted or changed since the chunk was written. */
   drop: v.optional(v.array(count)),
 });

@@ -3,7 +3,7 @@ import { isNotFound } from "../storage/errors.js";
 import { retryStorage } from "../storage/retry.js";
 import { readAll } from "../storage/streams.js";
 import type { Storage } from "../storage/types.js";
-import { chunkKey, decodeChunk, sha256Hex } from "./chunk.js";
+import { checkChunk, chunkKey, decodeChunk, sha256Hex } from "./chunk.js";
 import type { ChunkRef } from "./manifest.js";
 import type { RecordBatch } from "./records.js";
 
@@ -33,7 +33,7 @@ export async function fetchVerifiedChunk(storage: Storage, ref: ChunkRef, collec
       problem = `is ${bytes.byteLength} bytes, the manifest records ${ref.bytes}`;
       continue;
     }
-    const actual = await sha256Hex(bytes);
+    const actual = sha256Hex(bytes);
     if (actual === ref.hash) return bytes;
     problem = `fails its checksum (content hashes to ${actual})`;
   }
@@ -44,4 +44,10 @@ export async function fetchVerifiedChunk(storage: Storage, ref: ChunkRef, collec
 export async function readChunk(storage: Storage, ref: ChunkRef, collection: string, dimension?: number | null): Promise<RecordBatch> {
   const bytes = await fetchVerifiedChunk(storage, ref, collection);
   return decodeChunk(bytes, { hash: ref.hash, records: ref.records, decodedBytes: ref.decodedBytes, collection, dimension });
+}
+
+/** Fetches and fully checks a chunk without building its records (docs: checkChunk); returns its record count. */
+export async function checkStoredChunk(storage: Storage, ref: ChunkRef, collection: string, dimension?: number | null): Promise<number> {
+  const bytes = await fetchVerifiedChunk(storage, ref, collection);
+  return checkChunk(bytes, { hash: ref.hash, records: ref.records, decodedBytes: ref.decodedBytes, collection, dimension });
 }

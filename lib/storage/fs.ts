@@ -16,6 +16,9 @@ const STALE_TEMP_MS = 60 * 60 * 1000;
  * under its real name. A key and a longer key that uses it as a folder (`a` and `a/b`)
  * cannot both exist, as on any filesystem.
  */
+/** Files up to this size are read whole by `get` (memory stays bounded by it). */
+const WHOLE_READ_MAX = 16 * 1024 * 1024;
+
 export function fsStorage(root: string): Storage {
   const driver = "fs";
 
@@ -175,6 +178,23 @@ export function fsStorage(root: string): Storage {
       const path = pathOf("get", key);
       try {
         const handle = await open(path, "r");
+        const { size } = await handle.stat();
+        if (size <= WHOLE_READ_MAX) {
+          // A chunk-sized file in one read: far less overhead than a stream of 256 KiB reads.
+          let bytes: Uint8Array;
+          try {
+            const buffer = await handle.readFile();
+            bytes = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+          } finally {
+            await handle.close();
+          }
+          return new ReadableStream<Uint8Array>({
+            start(controller) {
+              if (bytes.byteLength > 0) controller.enqueue(bytes);
+              controller.close();
+            },
+          });
+        }
         const nodeStream = handle.createReadStream({ highWaterMark: 256 * 1024 });
         return Readable.toWeb(nodeStream) as unknown as ReadableStream<Uint8Array>;
       } catch (err) {
