@@ -1,3 +1,4 @@
+import { Buffer } from "node:buffer";
 import { ChromaRequestError, ChromaUnavailableError } from "../errors.js";
 import { canonicalFlatObjects, canonicalJson, parseRawJson, RawNumber, topLevelMembers, type RawJson } from "../json/raw-json.js";
 import type { RecordBatch } from "../snapshot/records.js";
@@ -58,6 +59,10 @@ export class ChromaRest {
 
   /** Sends a request and returns the response text; maps failures to typed errors. */
   private async request(method: string, path: string, body?: string, allow404 = false): Promise<string | null> {
+    return this.send(method, path, body, allow404, (response) => response.text());
+  }
+
+  private async send<T>(method: string, path: string, body: string | undefined, allow404: boolean, read: (response: Response) => Promise<T>): Promise<T | null> {
     const headers: Record<string, string> = { accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (this.apiKey) headers["x-chroma-token"] = this.apiKey;
@@ -72,12 +77,12 @@ export class ChromaRest {
     } catch (err) {
       throw new ChromaUnavailableError(`Chroma at ${this.url} is unreachable: ${(err as Error).message}`, { url: this.url }, { cause: err });
     }
-    const text = await response.text().catch((err: unknown) => {
+    const dropped = (err: unknown): never => {
       throw new ChromaUnavailableError(`Chroma at ${this.url} dropped the response: ${(err as Error).message}`, { url: this.url }, { cause: err });
-    });
-    if (response.ok) return text;
+    };
+    if (response.ok) return read(response).catch(dropped);
+    const detail = (await response.text().catch(dropped)).slice(0, 500);
     if (response.status === 404 && allow404) return null;
-    const detail = text.slice(0, 500);
     if (response.status >= 500 || response.status === 429) {
       throw new ChromaUnavailableError(`Chroma at ${this.url} failed ${method} ${path}: ${response.status} ${detail}`, { url: this.url, status: response.status });
     }
@@ -138,7 +143,8 @@ export class ChromaRest {
   /** One page of records, in the server's stable order. */
   async getRecords(id: string, offset: number, limit: number): Promise<RecordBatch> {
     const body = JSON.stringify({ limit, offset, include: RECORD_FIELDS });
-    return parseGetResponse((await this.request("POST", `/collections/${id}/get`, body))!);
+    const bytes = await this.send("POST", `/collections/${id}/get`, body, false, async (response) => new Uint8Array(await response.arrayBuffer()));
+    return parseGetResponseBytes(bytes!);
   }
 
   /** Writes records with `add` (into a fresh collection) or `upsert` (merging). */
@@ -163,6 +169,70 @@ function toCollectionInfo(raw: RawJson): CollectionInfo {
     configurationJson: canonicalJson(raw.configuration_json ?? null),
     dimension: dimension instanceof RawNumber ? Number(dimension.text) : null,
   };
+}
+
+/**
+ * A get response as Chroma sends it, bytes. The embeddings (most of the bytes) are
+ * parsed row by row from the bytes, so no page-sized string is built for them: each
+ * row's text is small and short-lived, which keeps the heap small between collections
+ * (a page-sized string lives in V8's old space until a full collection). The rest goes
+ * through parseGetResponse. Anything but a plain array of number arrays takes the
+ * general path.
+ */
+export function parseGetResponseBytes(bytes: Uint8Array): RecordBatch {
+  const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const rows = embeddingRows(body);
+  if (!rows) return parseGetResponse(body.toString("utf8"));
+  const rest = parseGetResponse(body.toString("utf8", 0, rows.start) + '"embeddings":null' + body.toString("utf8", rows.end, body.byteLength));
+  // A nested "embeddings" key (inside metadata) was found instead: the top-level one is still there.
+  if (rest.dim > 0) return parseGetResponse(body.toString("utf8"));
+  const n = rest.ids.length;
+  if (rows.bounds.length / 2 !== n) throw new ChromaRequestError(`Chroma returned ${rows.bounds.length / 2} embeddings for ${n} records`, 502);
+  let dim = 0;
+  let embeddings = new Float32Array(0);
+  for (let i = 0; i < n; i++) {
+    let row: unknown;
+    try {
+      row = JSON.parse(body.toString("latin1", rows.bounds[2 * i], rows.bounds[2 * i + 1]));
+    } catch {
+      throw new ChromaRequestError(`Chroma returned an embedding that is not JSON numbers (record ${JSON.stringify(rest.ids[i])})`, 502);
+    }
+    if (i === 0) {
+      dim = (row as number[]).length;
+      embeddings = new Float32Array(n * dim);
+    }
+    if (!Array.isArray(row) || row.length !== dim) {
+      throw new ChromaRequestError(`record ${JSON.stringify(rest.ids[i])} has an embedding of ${Array.isArray(row) ? row.length : 0} dimensions, not ${dim}`, 502);
+    }
+    embeddings.set(row as number[], i * dim);
+  }
+  return { ...rest, dim, embeddings };
+}
+
+const EMBEDDINGS_KEY = Buffer.from('"embeddings":[');
+
+/** Where the embeddings member's value is (`[` to past `]`) and each row's bounds, or null when it is not plain rows of numbers. */
+function embeddingRows(body: Buffer): { start: number; end: number; bounds: number[] } | null {
+  // As with metadatas (below): the first occurrence outside a string is the top-level key,
+  // unless a metadata value nests it, which parseGetResponseBytes detects.
+  const at = body.indexOf(EMBEDDINGS_KEY);
+  if (at < 0) return null;
+  const bounds: number[] = [];
+  let pos = at + EMBEDDINGS_KEY.length;
+  if (body[pos] !== 0x5d /* ] */) {
+    while (true) {
+      if (body[pos] !== 0x5b /* [ */) return null;
+      const close = body.indexOf(0x5d, pos + 1);
+      const open = body.indexOf(0x5b, pos + 1);
+      if (close < 0 || (open >= 0 && open < close)) return null;
+      bounds.push(pos, close + 1);
+      pos = close + 1;
+      if (body[pos] === 0x2c /* , */) pos++;
+      else if (body[pos] === 0x5d) break;
+      else return null;
+    }
+  }
+  return { start: at, end: pos + 1, bounds };
 }
 
 /**

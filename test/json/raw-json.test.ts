@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { expect, it } from "vitest";
-import { parseGetResponse } from "../../lib/chroma/rest.js";
+import { parseGetResponse, parseGetResponseBytes } from "../../lib/chroma/rest.js";
 import { canonicalFlatObjects, canonicalJson, parseRawJson, topLevelMembers, type RawNumber } from "../../lib/json/raw-json.js";
 
 it("keeps a float that looks like an int apart from the int", () => {
@@ -93,4 +93,33 @@ it("parseGetResponse keeps metadata number text whichever path it takes, and che
   expect(() => parseGetResponse(body("[null]"))).toThrow(/metadatas column of the wrong shape/);
   expect(() => parseGetResponse('{"ids":["a"],"documents":[1]}')).toThrow(/not text/);
   expect(() => parseGetResponse('{"ids":["a"],"embeddings":[[1,2]],"documents":["x"],"metadatas":[{"a":1}]')).toThrow(/invalid JSON/);
+});
+
+it("parseGetResponseBytes reads embeddings row by row from the bytes, and agrees with the text path on every shape", () => {
+  const bytes = (text: string) => new TextEncoder().encode(text);
+  const meta = '[{"w":3.0,"embeddings":[1,2]},null]';
+  const cases = [
+    '{"ids":["a","b"],"embeddings":[[1.5,-2e-3],[3,4]],"documents":["x é",null],"uris":null,"metadatas":[{"k":1},null]}',
+    // metadata before embeddings, holding an "embeddings" key of its own
+    `{"ids":["a","b"],"metadatas":${meta},"embeddings":[[1,2],[3,4]],"documents":null}`,
+    // whitespace, a null row: the general path
+    '{"ids": ["a"], "embeddings": [ [0.25, 1] ], "documents": ["d"], "metadatas": null}',
+    '{"ids":[],"embeddings":[],"documents":[],"metadatas":[]}',
+    '{"ids":["a"],"embeddings":null,"documents":["d"],"metadatas":[null]}',
+  ];
+  for (const text of cases) {
+    const viaBytes = parseGetResponseBytes(bytes(text));
+    const viaText = parseGetResponse(text);
+    expect({ ...viaBytes, embeddings: [...viaBytes.embeddings] }, text).toEqual({ ...viaText, embeddings: [...viaText.embeddings] });
+  }
+  expect(() => parseGetResponseBytes(bytes('{"ids":["a","b"],"embeddings":[[1,2],[3]],"metadatas":null}'))).toThrow(/1 dimensions, not 2/);
+  expect(() => parseGetResponseBytes(bytes('{"ids":["a","b"],"embeddings":[[1,2]],"metadatas":null}'))).toThrow(/1 embeddings for 2 records|wrong shape/);
+  expect(() => parseGetResponseBytes(bytes('{"ids":["a"],"embeddings":[[1,x]],"metadatas":null}'))).toThrow(/invalid JSON|not JSON numbers/);
+  fc.assert(
+    fc.property(fc.array(fc.array(fc.float({ noNaN: true, noDefaultInfinity: true }), { minLength: 3, maxLength: 3 }), { maxLength: 6 }), (rows) => {
+      const text = `{"ids":${JSON.stringify(rows.map((_, i) => `r${i}`))},"embeddings":${JSON.stringify(rows)},"metadatas":null}`;
+      expect([...parseGetResponseBytes(bytes(text)).embeddings]).toEqual(rows.flat().map((x) => Math.fround(JSON.parse(JSON.stringify(x)) as number)));
+    }),
+    { numRuns: 200 },
+  );
 });
