@@ -3,12 +3,25 @@
  * self time by function and by file, and total (inclusive) time of the heaviest functions.
  *
  *   npx tsx bench/profile-summary.ts <file.cpuprofile> [--top N]
+ *
+ * The bench's workers run a bundle (dist/bench/worker-<hash>.mjs) and V8 records positions
+ * in it; while the bundle and its source map are there (bench/run.ts keeps them), every
+ * position is mapped back to its source file and line.
  */
 import { readFileSync } from "node:fs";
+import { SourceMap } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
+interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+  columnNumber?: number;
+}
 interface ProfileNode {
   id: number;
-  callFrame: { functionName: string; url: string; lineNumber: number };
+  callFrame: CallFrame;
   hitCount?: number;
   children?: number[];
 }
@@ -40,6 +53,36 @@ profile.samples.forEach((id, i) => {
   selfUs.set(id, (selfUs.get(id) ?? 0) + Math.max(0, dt));
 });
 const totalUs = [...selfUs.values()].reduce((a, b) => a + b, 0);
+
+/** The source map of a file:// script from its sourceMappingURL comment, with the map's own URL; null if none. */
+const sourceMaps = new Map<string, { map: SourceMap; url: string } | null>();
+function sourceMapOf(url: string): { map: SourceMap; url: string } | null {
+  if (!url.startsWith("file://")) return null;
+  if (!sourceMaps.has(url)) {
+    let found: { map: SourceMap; url: string } | null = null;
+    try {
+      const file = fileURLToPath(url);
+      const comment = /\/\/# sourceMappingURL=(\S+)\s*$/.exec(readFileSync(file, "utf8"));
+      if (comment && !comment[1]!.startsWith("data:")) {
+        const mapFile = join(dirname(file), comment[1]!);
+        found = { map: new SourceMap(JSON.parse(readFileSync(mapFile, "utf8"))), url: pathToFileURL(mapFile).href };
+      }
+    } catch {
+      // the bundle or its map is gone: positions stay as V8 recorded them
+    }
+    sourceMaps.set(url, found);
+  }
+  return sourceMaps.get(url)!;
+}
+
+/** A frame at its source position when its script has a source map, else as recorded. */
+function original(frame: CallFrame): CallFrame {
+  const source = sourceMapOf(frame.url);
+  const entry = source?.map.findEntry(frame.lineNumber, frame.columnNumber ?? 0);
+  if (!source || !entry || !("originalSource" in entry)) return frame;
+  return { ...frame, url: new URL(entry.originalSource, source.url).href, lineNumber: entry.originalLine, columnNumber: entry.originalColumn };
+}
+for (const n of profile.nodes) n.callFrame = original(n.callFrame);
 
 const shortUrl = (url: string) => url.replace(/^file:\/\//, "").replace(/^.*\/node_modules\//, "node_modules/").replace(/^.*\/(lib|bench|handlers)\//, "$1/");
 const label = (n: ProfileNode) => `${n.callFrame.functionName || "(anonymous)"} ${shortUrl(n.callFrame.url)}${n.callFrame.url ? `:${n.callFrame.lineNumber + 1}` : ""}`;

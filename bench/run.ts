@@ -7,7 +7,12 @@
  *
  * Starts the embedded Chroma on a temp dir, fills it with realistic records (bench/
  * dataset.ts), then measures, each timed figure in a fresh child process (bench/
- * worker.ts) so that no measurement's heap or JIT state weighs on another:
+ * worker.ts) so that no measurement's heap or JIT state weighs on another. The worker runs
+ * the engine as `npm start` runs the service: bench/worker.ts is bundled once per run with
+ * esbuild, as scripts/build.mjs bundles the service (into dist/bench/worker-<hash>.mjs),
+ * and each child is plain `node --enable-source-maps` on it, not `node --import tsx`,
+ * whose loader (a second V8 isolate in its own thread, plus esbuild) adds ~45 MB of RSS
+ * that the service does not carry:
  *
  * - rawReadMs: the plain chromadb client paging every record out (embeddings, documents,
  *   metadatas), with the page size and pages in flight that read the first collection
@@ -36,15 +41,15 @@
 import { execFileSync, spawn } from "node:child_process";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ChromaClient, type Metadata } from "chromadb";
 import { startEmbeddedChroma, type EmbeddedChroma } from "../lib/chroma/embedded.js";
+import { bundleForNode } from "../scripts/build.mjs";
 import { collectionSpecs, generateCollections, loadCorpus, mulberry32, rest, seedCollection, splitCounts, type GeneratedCollection } from "./dataset.js";
 import { RESULT_PREFIX, type DatasetParams, type Job } from "./jobs.js";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
-const WORKER = join(ROOT, "bench", "worker.ts");
 const MiB = 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------
@@ -151,14 +156,32 @@ function log(message: string): void {
 
 let workerCount = 0;
 
-/** Runs one job in a fresh `node --import tsx bench/worker.ts` and returns its RESULT. */
+/**
+ * bench/worker.ts bundled as scripts/build.mjs bundles the service for `npm start`, once per
+ * run, so every worker of a run runs the same engine even if a source is edited meanwhile.
+ * Under the repository (dist/bench/), not the temp work dir: the bundle's packages are
+ * resolved from node_modules at run time. Named by content (worker-<hash>.mjs) and kept,
+ * so that another run from other sources does not replace it and a --cpu-prof profile's
+ * positions can always be mapped back to the sources (bench/profile-summary.ts).
+ */
+let workerBundle: Promise<{ path: string; ms: number }> | null = null;
+function bundledWorker(): Promise<{ path: string; ms: number }> {
+  workerBundle ??= bundleForNode({ worker: "bench/worker.ts" }, join("dist", "bench"), { hashNames: true }).then((b) => ({ path: b.entries[0]!, ms: Math.round(b.ms) }));
+  return workerBundle;
+}
+
+/** Node's flags for every worker, as `npm start` runs the service. */
+const WORKER_NODE_ARGS = ["--enable-source-maps"];
+
+/** Runs one job in a fresh `node --enable-source-maps dist/bench/worker-<hash>.mjs` and returns its RESULT. */
 async function runWorker<T>(job: Job, profileDir: string | null = null): Promise<T> {
-  const nodeArgs = ["--import", "tsx"];
+  const nodeArgs = [...WORKER_NODE_ARGS];
   if (profileDir) {
     await mkdir(profileDir, { recursive: true });
     nodeArgs.unshift("--cpu-prof", `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${job.mode}-${++workerCount}.cpuprofile`);
   }
-  const child = spawn(process.execPath, [...nodeArgs, WORKER, JSON.stringify(job)], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  const worker = (await bundledWorker()).path;
+  const child = spawn(process.execPath, [...nodeArgs, worker, JSON.stringify(job)], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -336,9 +359,12 @@ async function main(): Promise<void> {
     git: gitState(),
   };
   log(`work dir ${work}; ${machine.nproc} CPUs, ${machine.memoryGiB} GiB, node ${machine.node}, load ${machine.loadavgAtStart.join(" ")}`);
+  const worker = await bundledWorker();
+  const workerRuntime = { command: `node ${[...WORKER_NODE_ARGS, relative(ROOT, worker.path)].join(" ")}`, bundleMs: worker.ms };
+  log(`workers run ${workerRuntime.command} (bench/worker.ts bundled in ${worker.ms} ms)`);
 
   let chroma: EmbeddedChroma | null = null;
-  const details: Record<string, unknown> = { flags: { ...flags, out: undefined }, machine };
+  const details: Record<string, unknown> = { flags: { ...flags, out: undefined }, machine, workerRuntime };
   const phases: Record<string, number> = {};
   const phase = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
     const start = performance.now();

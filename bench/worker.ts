@@ -1,8 +1,13 @@
 /**
- * One measurement of the benchmark, in a fresh process (spawned by bench/run.ts as
- * `node --import tsx bench/worker.ts '<json job>'`), so that no measurement's heap, JIT
+ * One measurement of the benchmark, in a fresh process, so that no measurement's heap, JIT
  * state or memory weighs on another, and so that peak RSS is that of the process doing
  * the work. Prints one line `RESULT <json>` on stdout.
+ *
+ * bench/run.ts bundles this file with esbuild once per run, as `npm start` bundles the
+ * service (scripts/build.mjs), and spawns `node --enable-source-maps
+ * dist/bench/worker-<hash>.mjs '<json job>'`: plain node, as the service runs. Under `node --import tsx` (tsx's loader
+ * is a second V8 isolate in its own thread, plus esbuild) every figure would carry ~45 MB
+ * of RSS that the service does not.
  *
  * RSS is sampled every 10 ms (process.memoryUsage().rss) from the start of the job to
  * its end, and once more at the end; the peak and the RSS before the work are reported.
@@ -398,7 +403,7 @@ async function run(job: Job): Promise<unknown> {
 
 const job = JSON.parse(process.argv[2] ?? "null") as Job | null;
 if (!job) {
-  console.error("usage: node --import tsx bench/worker.ts '<json job>'");
+  console.error("usage: node dist/bench/worker-<hash>.mjs '<json job>' (bench/run.ts builds it; from source: node --import tsx bench/worker.ts '<json job>')");
   process.exit(2);
 }
 run(job).then(

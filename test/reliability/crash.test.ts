@@ -2,10 +2,11 @@
  * The real service process killed with SIGKILL at random points (issue "Reliability and
  * security", crashes).
  *
- * The service runs as `npm start` runs it (node --import tsx handlers/server.ts) against a
- * test Chroma, with the fs store and a short lease (LOCK_TTL). Each trial kills one
- * process in the middle of a request, checks the store with the engine itself, then
- * starts the next process, which first proves recovery and then becomes the next victim:
+ * The service runs from its sources (node --import tsx handlers/server.ts; `npm start` runs
+ * the same code bundled, dist/server.mjs) against a test Chroma, with the fs store and a
+ * short lease (LOCK_TTL). Each trial kills one process in the middle of a request, checks
+ * the store with the engine itself, then starts the next process, which first proves
+ * recovery and then becomes the next victim:
  *
  * - backup (20 kills): every committed snapshot verifies, no partial snapshot is listed,
  *   no object is torn, the lease left by the dead process expires within LOCK_TTL, and

@@ -1,9 +1,11 @@
 /**
- * `npm start` as a platform runs it: the real process tree (npm -> sh -c "exec node ..." ->
- * the service -> the embedded Chroma), real ports, real signals. Each service is spawned
- * as its own process group, and every group is killed after the test that owns it.
+ * `npm start` as a platform runs it: the real process tree (npm -> sh -c "node
+ * scripts/build.mjs && exec node ... dist/server.mjs" -> the service -> the embedded
+ * Chroma), real ports, real signals. Each service is spawned as its own process group, and
+ * every group is killed after the test that owns it.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { connect, createServer, type Server } from "node:net";
 import { networkInterfaces, tmpdir } from "node:os";
@@ -170,6 +172,32 @@ async function expectStopsOnSigterm(service: Service, chromaUrl: string, already
   return { ...exit!, ms };
 }
 
+/** The processes whose parent is `pid` (Linux /proc). */
+function childPids(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      // pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ")".
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) out.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** The service process of `npm start` (npm's child: sh exec'd node) with its argv and resident set. */
+function serviceProcess(service: Service): { pid: number; argv: string[]; rssMb: number } {
+  const [pid, ...others] = childPids(service.pgid);
+  expect(pid, "npm start has no child process").toBeDefined();
+  expect(others, "npm start has more than one child process").toEqual([]);
+  const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+  const rssKb = Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
+  return { pid: pid!, argv, rssMb: rssKb / 1024 };
+}
+
 async function dumps(url: string): Promise<Map<string, Map<string, DumpedRecord>>> {
   const out = new Map<string, Map<string, DumpedRecord>>();
   for (const name of await listCollectionNames(url)) out.set(name, parseDump(await dumpCollection(url, await collectionId(url, name))));
@@ -230,6 +258,21 @@ describe("npm start with a snapshot in the store (one data dir, started twice)",
     expect(order.indexOf("startup restore: restored the newest snapshot")).toBeLessThan(order.indexOf("chroma-backup is serving"));
     console.log(`npm start -> first /health answer (restore of ${COLLECTIONS.reduce((n, c) => n + c.count, 0)} records done): ${healthyAfterMs} ms`);
   }, 45_000);
+
+  it("runs the service as plain node on the compiled bundle, without tsx's loader", async () => {
+    expect(first, "needs the service of the previous test").toBeDefined();
+    const { argv, rssMb } = serviceProcess(first);
+    // Exactly `node --enable-source-maps dist/server.mjs`: no --import tsx, no .ts entry.
+    expect(argv.slice(1)).toEqual(["--enable-source-maps", "dist/server.mjs"]);
+    expect(argv.join(" ")).not.toMatch(/tsx|\.ts\b/);
+    // Stack traces point at the TypeScript sources through the bundle's source map.
+    const map = JSON.parse(await readFile(join(ROOT, "dist", "server.mjs.map"), "utf8")) as { sources: string[] };
+    expect(map.sources).toContain("../handlers/server.ts");
+    // Right after this restore: 77-78 MB here; the same service under `node --import tsx`
+    // (a second V8 isolate for the loader, plus esbuild) was 99-103 MB at the same point.
+    console.log(`npm start: service process RSS ${rssMb.toFixed(1)} MB`);
+    expect(rssMb, "the service's RSS is in the range of tsx's, not of plain node's").toBeLessThan(90);
+  });
 
   it("SIGTERM to npm start stops the service and the embedded Chroma", async () => {
     expect(first, "needs the service of the previous test").toBeDefined();
