@@ -10,7 +10,8 @@
  * worker.ts) so that no measurement's heap or JIT state weighs on another. The worker runs
  * the engine as `npm start` runs the service: bench/worker.ts is bundled once per run with
  * esbuild, as scripts/build.mjs bundles the service (into dist/bench/worker-<hash>.mjs),
- * and each child is plain `node --enable-source-maps` on it, not `node --import tsx`,
+ * and each child is plain node on it, with the flags of package.json's start script (e.g.
+ * a young generation of at most 4 MB per semi-space), not `node --import tsx`,
  * whose loader (a second V8 isolate in its own thread, plus esbuild) adds ~45 MB of RSS
  * that the service does not carry:
  *
@@ -39,6 +40,7 @@
  * Progress goes to stderr.
  */
 import { execFileSync, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join, relative } from "node:path";
@@ -170,10 +172,17 @@ function bundledWorker(): Promise<{ path: string; ms: number }> {
   return workerBundle;
 }
 
-/** Node's flags for every worker, as `npm start` runs the service. */
-const WORKER_NODE_ARGS = ["--enable-source-maps"];
+/** Node's flags for every worker: those `npm start` runs the service with (package.json), read from there. */
+const WORKER_NODE_ARGS = startNodeFlags();
 
-/** Runs one job in a fresh `node --enable-source-maps dist/bench/worker-<hash>.mjs` and returns its RESULT. */
+function startNodeFlags(): string[] {
+  const start = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { scripts: { start: string } }).scripts.start;
+  const flags = /exec node((?: --\S+)*) dist\/server\.mjs/.exec(start);
+  if (!flags) throw new Error(`bench: cannot find the node flags in package.json's start script (${start})`);
+  return flags[1]!.trim().split(" ").filter(Boolean);
+}
+
+/** Runs one job in a fresh `node <start flags> dist/bench/worker-<hash>.mjs` and returns its RESULT. */
 async function runWorker<T>(job: Job, profileDir: string | null = null): Promise<T> {
   const nodeArgs = [...WORKER_NODE_ARGS];
   if (profileDir) {
@@ -269,6 +278,7 @@ interface BackupResult {
   chunks: number;
   chunksWithDrops: number;
   warnings: string[];
+  sections: { embeddings: number; text: number; headers: number };
 }
 interface RestoreResult {
   ms: number;
@@ -638,12 +648,10 @@ function rssNote(w: { startRssMb: number; atPeak: { heapTotalMb: number; externa
   return `start ${w.startRssMb} MB, at peak heap ${w.atPeak.heapTotalMb} + external ${w.atPeak.externalMb} MB`;
 }
 
-/** Where the snapshot's bytes go: float32 embeddings, chunk headers, deflated text. */
+/** Where the snapshot's bytes go: embeddings (float32 as byte planes), deflated text, chunk headers. */
 function snapshotNote(r: Result, details: Record<string, unknown>): string {
-  const chunks = (details.backups as BackupResult[])[0]!.chunks;
-  const floats = r.records * r.dim * 4;
-  const text = r.snapshotBytes - floats - 24 * chunks;
-  return `${chunks} chunks: float32 ${fmtBytes(floats)} + deflated text ${fmtBytes(text)} + headers`;
+  const { chunks, sections } = (details.backups as BackupResult[])[0]!;
+  return `${chunks} chunks: embeddings ${fmtBytes(sections.embeddings)} (float32 ${fmtBytes(r.records * r.dim * 4)}) + text ${fmtBytes(sections.text)} + headers`;
 }
 
 function printReport(r: Result, checks: Check[], details: Record<string, unknown>, seedDir: { apparent: number; allocated: number }, b: Baselines): void {

@@ -4,8 +4,8 @@
  * the work. Prints one line `RESULT <json>` on stdout.
  *
  * bench/run.ts bundles this file with esbuild once per run, as `npm start` bundles the
- * service (scripts/build.mjs), and spawns `node --enable-source-maps
- * dist/bench/worker-<hash>.mjs '<json job>'`: plain node, as the service runs. Under `node --import tsx` (tsx's loader
+ * service (scripts/build.mjs), and spawns `node <the flags of package.json's start
+ * script> dist/bench/worker-<hash>.mjs '<json job>'`: plain node, as the service runs. Under `node --import tsx` (tsx's loader
  * is a second V8 isolate in its own thread, plus esbuild) every figure would carry ~45 MB
  * of RSS that the service does not.
  *
@@ -29,6 +29,22 @@ import { collectionSpecs, generateCollections, loadCorpus, type CollectionSpec }
 import { RESULT_PREFIX, STORAGE_PREFIX, type DatasetParams, type Job } from "./jobs.js";
 
 const MiB = 1024 * 1024;
+
+/** Stored bytes of the chunks' embedding and text sections and headers (chunk v2 layout, docs/FORMAT.md), outside the timing. */
+async function chunkSections(storeDir: string, hashes: string[]): Promise<{ embeddings: number; text: number; headers: number }> {
+  const sections = { embeddings: 0, text: 0, headers: 0 };
+  for (const hash of hashes) {
+    const bytes = await readFile(join(storeDir, STORAGE_PREFIX, chunkKey(hash)));
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const v2 = view.getUint32(0, true) === 0x32434243;
+    const header = v2 ? 32 : 24;
+    const embeddings = v2 ? view.getUint32(16, true) : view.getUint32(4, true) * view.getUint32(8, true) * 4;
+    sections.headers += header;
+    sections.embeddings += embeddings;
+    sections.text += bytes.byteLength - header - embeddings;
+  }
+  return sections;
+}
 
 class RssSampler {
   readonly startMb: number;
@@ -338,6 +354,7 @@ async function run(job: Job): Promise<unknown> {
         chunks: manifest.collections.reduce((n, c) => n + c.chunks.length, 0),
         chunksWithDrops: manifest.collections.reduce((n, c) => n + c.chunks.filter((ch) => ch.drop?.length).length, 0),
         warnings: manifest.warnings,
+        sections: await chunkSections(job.storeDir, manifest.collections.flatMap((c) => c.chunks.map((ch) => ch.hash))),
       };
     }
     case "restore": {

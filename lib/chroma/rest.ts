@@ -141,15 +141,58 @@ export class ChromaRest {
   }
 
   /** One page of records, in the server's stable order. */
-  async getRecords(id: string, offset: number, limit: number): Promise<RecordBatch> {
+  /** A page of records; `buffers` lends the memory the response is read into (a backup reads many pages). */
+  async getRecords(id: string, offset: number, limit: number, buffers = new ResponseBuffers()): Promise<RecordBatch> {
     const body = JSON.stringify({ limit, offset, include: RECORD_FIELDS });
-    const bytes = await this.send("POST", `/collections/${id}/get`, body, false, async (response) => new Uint8Array(await response.arrayBuffer()));
-    return parseGetResponseBytes(bytes!);
+    const bytes = (await this.send("POST", `/collections/${id}/get`, body, false, (response) => buffers.read(response)))!;
+    try {
+      return parseGetResponseBytes(bytes);
+    } finally {
+      buffers.release(bytes);
+    }
   }
 
   /** Writes records with `add` (into a fresh collection) or `upsert` (merging). */
   async writeRecords(id: string, batch: RecordBatch, mode: "add" | "upsert"): Promise<void> {
     await this.request("POST", `/collections/${id}/${mode}`, writeBody(batch));
+  }
+}
+
+/**
+ * Buffers that response bodies are read into and given back once parsed, so that paging
+ * through a collection reuses a few page-sized buffers instead of allocating one per page
+ * (each would live until V8 next collects, which it does only after tens of megabytes).
+ */
+export class ResponseBuffers {
+  private free: Uint8Array[] = [];
+
+  async read(response: Response): Promise<Uint8Array> {
+    const declared = Number(response.headers.get("content-length"));
+    let buffer = this.take(Number.isSafeInteger(declared) && declared > 0 ? declared : 64 * 1024);
+    let filled = 0;
+    const reader = response.body!.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (filled + value.byteLength > buffer.byteLength) {
+        const grown = new Uint8Array(Math.max(filled + value.byteLength, buffer.byteLength * 2));
+        grown.set(buffer.subarray(0, filled));
+        buffer = grown;
+      }
+      buffer.set(value, filled);
+      filled += value.byteLength;
+    }
+    return buffer.subarray(0, filled);
+  }
+
+  /** Gives back a buffer `read` returned, once nothing refers to it. */
+  release(bytes: Uint8Array): void {
+    if (this.free.length < 4) this.free.push(new Uint8Array(bytes.buffer));
+  }
+
+  private take(size: number): Uint8Array {
+    const i = this.free.findIndex((b) => b.byteLength >= size);
+    return i >= 0 ? this.free.splice(i, 1)[0]! : new Uint8Array(size);
   }
 }
 

@@ -1,5 +1,5 @@
 import { Buffer } from "node:buffer";
-import type { ChromaRest, CollectionInfo } from "../chroma/rest.js";
+import { ResponseBuffers, type ChromaRest, type CollectionInfo } from "../chroma/rest.js";
 import { InvalidRequestError } from "../errors.js";
 import { isNotFound } from "../storage/errors.js";
 import { retryStorage } from "../storage/retry.js";
@@ -186,11 +186,12 @@ async function snapshotCollection(
   // Pages are requested `readAhead` at a time, so Chroma serves the next ones while this
   // one is hashed, encoded and uploaded; a short page marks the end.
   const readAhead = Math.max(1, options.readAhead ?? 2);
+  const buffers = new ResponseBuffers();
   const pending: Promise<RecordBatch>[] = [];
   let requested = 0;
   let ended = false;
   const request = () => {
-    const page = chroma.getRecords(collection.id, requested, pageSize);
+    const page = chroma.getRecords(collection.id, requested, pageSize, buffers);
     page.catch(() => {}); // a failure surfaces when awaited
     pending.push(page);
     requested += pageSize;

@@ -262,8 +262,9 @@ describe("npm start with a snapshot in the store (one data dir, started twice)",
   it("runs the service as plain node on the compiled bundle, without tsx's loader", async () => {
     expect(first, "needs the service of the previous test").toBeDefined();
     const { argv, rssMb } = serviceProcess(first);
-    // Exactly `node --enable-source-maps dist/server.mjs`: no --import tsx, no .ts entry.
-    expect(argv.slice(1)).toEqual(["--enable-source-maps", "dist/server.mjs"]);
+    // Exactly the start script's `node --enable-source-maps --max-semi-space-size=4 dist/server.mjs`:
+    // no --import tsx, no .ts entry, and the young generation capped (the heap's peak follows it).
+    expect(argv.slice(1)).toEqual(["--enable-source-maps", "--max-semi-space-size=4", "dist/server.mjs"]);
     expect(argv.join(" ")).not.toMatch(/tsx|\.ts\b/);
     // Stack traces point at the TypeScript sources through the bundle's source map.
     const map = JSON.parse(await readFile(join(ROOT, "dist", "server.mjs.map"), "utf8")) as { sources: string[] };
