@@ -1,6 +1,6 @@
 import { ConflictError, BackupError } from "./errors.js";
 import { isNotFound } from "./storage/errors.js";
-import { retryStorage } from "./storage/retry.js";
+import { isTransient, retryStorage } from "./storage/retry.js";
 import { readAll } from "./storage/streams.js";
 import type { Storage } from "./storage/types.js";
 
@@ -97,7 +97,17 @@ export class StoreLock {
       }
       const epoch = top + 1;
       const info = this.lease(operation, holder, this.now());
-      if (!(await this.storage.putIfAbsent(this.key(epoch), encode(info)))) continue;
+      let won: boolean;
+      try {
+        won = await this.storage.putIfAbsent(this.key(epoch), encode(info));
+      } catch (err) {
+        if (!isTransient(err)) throw err;
+        // The write may or may not have landed: the lease is ours if it reads back as ours,
+        // and if nothing is there the next attempt tries again.
+        const back = await this.read(epoch);
+        won = back?.holder === holder && back.acquiredAt === info.acquiredAt;
+      }
+      if (!won) continue;
       if (!this.storage.capabilities.atomicPutIfAbsent) {
         // Best effort where the backend cannot create-if-absent atomically.
         const back = await this.read(epoch);

@@ -3,7 +3,7 @@ import { InvalidRequestError, NotFoundError, SnapshotCorruptError } from "../err
 import type { Storage } from "../storage/types.js";
 import type { ProgressEvent } from "./backup.js";
 import type { CollectionEntry, Manifest } from "./manifest.js";
-import { checkStoredChunk, readChunk } from "./read-chunk.js";
+import { readChunk } from "./read-chunk.js";
 import { filterBatch, sliceBatch, type RecordBatch } from "./records.js";
 
 export interface RestoreOptions {
@@ -100,8 +100,8 @@ async function replaceCollection(chroma: ChromaRest, storage: Storage, entry: Co
 }
 
 async function mergeCollection(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, target: string, options: RestoreOptions): Promise<void> {
-  // Fully checked, not only checksummed: a chunk that fails to decode must fail before anything is created or written.
-  for (const ref of entry.chunks) await checkStoredChunk(storage, ref, entry.name, entry.dimension);
+  // Decoded, not only checksummed: a chunk that fails to decode must fail before anything is created or written.
+  for (const ref of entry.chunks) await readChunk(storage, ref, entry.name, entry.dimension);
   const existing = (await chroma.getCollection(target)) ?? (await chroma.createCollection(target, entry.metadataJson, entry.configurationJson));
   await writeRecords(chroma, storage, entry, existing, "upsert", options);
 }

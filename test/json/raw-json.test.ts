@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { expect, it } from "vitest";
-import { parseGetResponse, parseGetResponseBytes } from "../../lib/chroma/rest.js";
+import { parseGetResponse, parseGetResponseBytes, ResponseBuffers } from "../../lib/chroma/rest.js";
 import { canonicalFlatObjects, canonicalJson, parseRawJson, topLevelMembers, type RawNumber } from "../../lib/json/raw-json.js";
 
 it("keeps a float that looks like an int apart from the int", () => {
@@ -122,4 +122,25 @@ it("parseGetResponseBytes reads embeddings row by row from the bytes, and agrees
     }),
     { numRuns: 200 },
   );
+});
+
+it("ResponseBuffers reads bodies with or without a length, reuses released buffers, and grows when a body outgrows one", async () => {
+  const buffers = new ResponseBuffers();
+  const parts = [new Uint8Array([1, 2, 3]), new Uint8Array(100_000).fill(7), new Uint8Array([9])];
+  const streamed = () =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          for (const p of parts) controller.enqueue(p);
+          controller.close();
+        },
+      }),
+    );
+  const expected = [...parts.flatMap((p) => [...p])];
+  const first = await buffers.read(streamed()); // no content-length: starts small and grows
+  expect([...first]).toEqual(expected);
+  buffers.release(first);
+  const again = await buffers.read(new Response(new Uint8Array([5, 6]), { headers: { "content-length": "2" } }));
+  expect(again.buffer).toBe(first.buffer); // the released buffer, reused
+  expect([...again]).toEqual([5, 6]);
 });

@@ -11,6 +11,7 @@ import { BackupError, ConflictError } from "../../lib/errors.js";
 import { StoreLock, type Lease, type LeaseInfo } from "../../lib/lock.js";
 import { fsStorage } from "../../lib/storage/fs.js";
 import { memoryStorage } from "../../lib/storage/memory.js";
+import { StorageError } from "../../lib/storage/errors.js";
 import type { Storage } from "../../lib/storage/types.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -191,5 +192,48 @@ describe.each(Object.keys(drivers))("StoreLock over the %s store", (driver) => {
     expect((await new StoreLock(storage, "other").current())?.holder).toBe("b");
     await a.release();
     await b.release();
+  });
+});
+
+describe("StoreLock when taking the lease fails transiently", () => {
+  const unavailable = () => new StorageError("memory: putIfAbsent failed: HTTP 503 (injected)", { driver: "memory", operation: "putIfAbsent", key: "k", kind: "unavailable", status: 503, retryable: true });
+  /** A store whose first putIfAbsent throws a 503, before writing (`landed: false`) or after (`landed: true`). */
+  function flaky(landed: boolean): Storage {
+    const inner = memoryStorage();
+    let failed = false;
+    return {
+      ...inner,
+      list: (prefix) => inner.list(prefix),
+      async putIfAbsent(key, body) {
+        if (failed) return inner.putIfAbsent(key, body);
+        failed = true;
+        if (landed) await inner.putIfAbsent(key, body);
+        throw unavailable();
+      },
+    };
+  }
+
+  for (const landed of [false, true]) {
+    it(`still takes the lock when the write ${landed ? "landed but the answer was lost" : "did not land"}, and holds exactly one lease`, async () => {
+      const storage = flaky(landed);
+      const lease = await new StoreLock(storage, "maintenance").acquire("backup", "me");
+      expect(lease).toBeDefined();
+      expect(await keys(storage)).toHaveLength(1);
+      await expect(new StoreLock(storage, "maintenance").acquire("prune", "other")).rejects.toBeInstanceOf(ConflictError);
+      await lease.release();
+      expect(await keys(storage)).toEqual([]);
+    });
+  }
+
+  it("a fatal error is not retried", async () => {
+    const inner = memoryStorage();
+    const storage: Storage = {
+      ...inner,
+      list: (prefix) => inner.list(prefix),
+      putIfAbsent: async () => {
+        throw new StorageError("memory: putIfAbsent failed: HTTP 403", { driver: "memory", operation: "putIfAbsent", key: "k", kind: "failed", status: 403, retryable: false });
+      },
+    };
+    await expect(new StoreLock(storage, "maintenance").acquire("backup", "me")).rejects.toThrow(/403/);
   });
 });
