@@ -163,6 +163,9 @@ export class ChromaRest {
  * through a collection reuses a few page-sized buffers instead of allocating one per page
  * (each would live until V8 next collects, which it does only after tens of megabytes).
  */
+/** As many as a backup has reads in flight. */
+const FREE_BUFFERS = 2;
+
 export class ResponseBuffers {
   private free: Uint8Array[] = [];
 
@@ -187,12 +190,13 @@ export class ResponseBuffers {
 
   /** Gives back a buffer `read` returned, once nothing refers to it. */
   release(bytes: Uint8Array): void {
-    if (this.free.length < 4) this.free.push(new Uint8Array(bytes.buffer));
+    if (this.free.length < FREE_BUFFERS) this.free.push(new Uint8Array(bytes.buffer));
   }
 
+  /** A free buffer of at least `size` bytes; free ones that are too small are dropped, not kept beside a new one. */
   private take(size: number): Uint8Array {
-    const i = this.free.findIndex((b) => b.byteLength >= size);
-    return i >= 0 ? this.free.splice(i, 1)[0]! : new Uint8Array(size);
+    const buffer = this.free.pop();
+    return buffer && buffer.byteLength >= size ? buffer : new Uint8Array(size);
   }
 }
 

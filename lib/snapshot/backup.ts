@@ -46,8 +46,6 @@ export interface SnapshotOptions {
  * 4 compresses 5% less than 6 for 55% of the CPU, and the backup is CPU-bound.
  */
 const DEFAULT_COMPRESSION_LEVEL = 4;
-/** Collections of at least this many records are read in pages of 1,000 instead of 500. */
-const LARGE_COLLECTION = 25_000;
 /** A previous chunk whose records are dropped once fewer than this share of them is still live. */
 const COMPACT_BELOW_LIVE_FRACTION = 0.5;
 /** One record in `BOUNDARY_ODDS` (by a hash of its id) may end a chunk. */
@@ -166,10 +164,11 @@ async function snapshotCollection(
   warnings: string[],
 ): Promise<() => CollectionEntry> {
   const [previous, recordsAtStart] = await Promise.all([indexPrevious(storage, prevEntry, options.signing?.enabled ?? false), chroma.count(collection.id)]);
-  // Chroma pages by offset, so each read of a big collection costs more the further in it
-  // is: there fewer, bigger pages are faster (50,000 records: 1,000 beat 500 by 15%);
-  // below that 500 is as fast and holds half the memory.
-  const pageSize = options.pageSize ?? (recordsAtStart >= LARGE_COLLECTION ? 1000 : 500);
+  // Chroma pages by offset, so a read costs more the further into a collection it is, and
+  // pages of 1,000 read 50,000 records 15% faster than pages of 500; but they raised the
+  // peak RSS of a 100,000-record backup from 171 to 204 MB (BENCHMARKS.md), and memory
+  // bounded by a few chunks comes first.
+  const pageSize = options.pageSize ?? 500;
   const chunker = new Chunker(options.chunkMinBytes ?? 1024 * 1024, options.chunkMaxBytes ?? 8 * 1024 * 1024);
   const newRefs: (ChunkRef | null)[] = [];
   const seen = new Set<string>();
