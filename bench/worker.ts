@@ -19,7 +19,7 @@ import { createGzip } from "node:zlib";
 import type { ChromaClient, Collection, Metadata } from "chromadb";
 import { ChromaRest } from "../lib/chroma/rest.js";
 import { takeSnapshot } from "../lib/snapshot/backup.js";
-import { chunkKey } from "../lib/snapshot/chunk.js";
+import { chunkKey, chunkSections as sectionsOf } from "../lib/snapshot/chunk.js";
 import { readManifest } from "../lib/snapshot/catalog.js";
 import { restoreSnapshot } from "../lib/snapshot/restore.js";
 import { verifySnapshot } from "../lib/snapshot/verify.js";
@@ -30,18 +30,15 @@ import { RESULT_PREFIX, STORAGE_PREFIX, type DatasetParams, type Job } from "./j
 
 const MiB = 1024 * 1024;
 
-/** Stored bytes of the chunks' embedding and text sections and headers (chunk v2 layout, docs/FORMAT.md), outside the timing. */
+/** Stored bytes of the chunks' embedding and text sections and headers, outside the timing. */
 async function chunkSections(storeDir: string, hashes: string[]): Promise<{ embeddings: number; text: number; headers: number }> {
   const sections = { embeddings: 0, text: 0, headers: 0 };
   for (const hash of hashes) {
-    const bytes = await readFile(join(storeDir, STORAGE_PREFIX, chunkKey(hash)));
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const v2 = view.getUint32(0, true) === 0x32434243;
-    const header = v2 ? 32 : 24;
-    const embeddings = v2 ? view.getUint32(16, true) : view.getUint32(4, true) * view.getUint32(8, true) * 4;
-    sections.headers += header;
-    sections.embeddings += embeddings;
-    sections.text += bytes.byteLength - header - embeddings;
+    const found = sectionsOf(await readFile(join(storeDir, STORAGE_PREFIX, chunkKey(hash))));
+    if (!found) throw new Error(`chunk ${hash} is not a chunk`);
+    sections.headers += found.header;
+    sections.embeddings += found.embeddings;
+    sections.text += found.text;
   }
   return sections;
 }

@@ -263,6 +263,7 @@ export function parseGetResponseBytes(bytes: Uint8Array): RecordBatch {
 }
 
 const EMBEDDINGS_KEY = Buffer.from('"embeddings":[');
+const METADATAS_KEY = '"metadatas":';
 const ROWS_PER_PARSE = 16;
 
 /** Where the embeddings member's value is (`[` to past `]`) and each row's bounds, or null when it is not plain rows of numbers. */
@@ -290,18 +291,26 @@ function embeddingRows(body: Buffer): { start: number; end: number; bounds: numb
 }
 
 /**
- * The whole response goes through the native JSON.parse (the bulk is embedding numbers);
- * the metadatas column is then re-read from the source text, because JSON.parse loses
- * the difference between `2.0` and `2`. Its first `"metadatas":` is the top-level key:
- * no column before it holds objects, and inside a JSON string a quote is escaped.
+ * The response goes through the native JSON.parse, except the metadatas column, which is
+ * read from the source text because JSON.parse loses the difference between `2.0` and
+ * `2`. Its first `"metadatas":` is the top-level key: no column before it holds objects,
+ * and inside a JSON string a quote is escaped.
  */
-export function parseGetResponse(text: string): RecordBatch {
-  let body: { ids?: unknown; embeddings?: unknown; documents?: unknown; uris?: unknown; metadatas?: unknown };
-  try {
-    body = JSON.parse(text) as typeof body;
-  } catch {
-    throw new ChromaRequestError("Chroma answered a get with invalid JSON", 502);
-  }
+export function parseGetResponse(text: string, fastMetadata = true): RecordBatch {
+  // The metadatas column is read from the source text; when the fast path takes it, it is
+  // cut out of what JSON.parse gets, so it is not parsed twice.
+  const at = text.indexOf(METADATAS_KEY);
+  const fast = at < 0 || !fastMetadata ? null : canonicalFlatObjects(text, at + METADATAS_KEY.length);
+  const parse = (json: string) => {
+    try {
+      return JSON.parse(json) as { ids?: unknown; embeddings?: unknown; documents?: unknown; uris?: unknown; metadatas?: unknown };
+    } catch {
+      throw new ChromaRequestError("Chroma answered a get with invalid JSON", 502);
+    }
+  };
+  const body = fast ? parse(`${text.slice(0, at)}${METADATAS_KEY}null${text.slice(fast.end)}`) : parse(text);
+  // A nested "metadatas" key was cut instead of the column: the column is still there.
+  if (fast && body.metadatas !== null) return parseGetResponse(text, false);
   const column = (name: string, value: unknown, n: number): unknown[] => {
     if (value === null || value === undefined) return new Array<null>(n).fill(null);
     if (!Array.isArray(value) || value.length !== n) throw new ChromaRequestError(`Chroma returned a ${name} column of the wrong shape`, 502);
@@ -328,17 +337,15 @@ export function parseGetResponse(text: string): RecordBatch {
     });
   }
   let metadatas: string[];
-  if (body.metadatas === null || body.metadatas === undefined) {
+  if (fast) {
+    if (fast.values.length !== n) throw new ChromaRequestError("Chroma returned a metadatas column of the wrong shape", 502);
+    metadatas = fast.values;
+  } else if (body.metadatas === null || body.metadatas === undefined) {
     metadatas = new Array<string>(n).fill("null");
   } else {
-    const at = text.indexOf('"metadatas":');
-    const fast = at < 0 ? null : canonicalFlatObjects(text, at + '"metadatas":'.length);
-    if (fast && fast.length === n) metadatas = fast;
-    else {
-      const raw = parseRawJson(topLevelMembers(text).get("metadatas") ?? "null");
-      if (!Array.isArray(raw) || raw.length !== n) throw new ChromaRequestError("Chroma returned a metadatas column of the wrong shape", 502);
-      metadatas = raw.map(canonicalJson);
-    }
+    const raw = parseRawJson(topLevelMembers(text).get("metadatas") ?? "null");
+    if (!Array.isArray(raw) || raw.length !== n) throw new ChromaRequestError("Chroma returned a metadatas column of the wrong shape", 502);
+    metadatas = raw.map(canonicalJson);
   }
   return {
     ids,

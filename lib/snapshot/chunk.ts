@@ -180,22 +180,41 @@ interface ChunkLayout {
   textBytes: number;
 }
 
-function readLayout(bytes: Uint8Array, expect: ChunkExpectation, corrupt: Corrupt): ChunkLayout {
-  if (bytes.byteLength < HEADER_V1) corrupt("shorter than its header");
+/** A chunk header's fields, v1 or v2, unchecked; null when the bytes are not a chunk. */
+function readHeader(bytes: Uint8Array) {
+  if (bytes.byteLength < HEADER_V1) return null;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const magic = view.getUint32(0, true);
-  if (magic !== MAGIC_V1 && magic !== MAGIC_V2) corrupt("not a chunk (bad magic)");
-  if (magic === MAGIC_V2 && bytes.byteLength < HEADER_V2) corrupt("shorter than its header");
+  if (magic !== MAGIC_V1 && (magic !== MAGIC_V2 || bytes.byteLength < HEADER_V2)) return null;
   const v2 = magic === MAGIC_V2;
-  const header = v2 ? HEADER_V2 : HEADER_V1;
   const n = view.getUint32(4, true);
   const dim = view.getUint32(8, true);
-  const embeddingCodec = v2 ? view.getUint32(12, true) : CODEC_STORED;
+  return {
+    header: v2 ? HEADER_V2 : HEADER_V1,
+    n,
+    dim,
+    embeddingCodec: v2 ? view.getUint32(12, true) : CODEC_STORED,
+    embeddingStored: v2 ? view.getUint32(16, true) : n * dim * 4,
+    textCodec: view.getUint32(v2 ? 20 : 12, true),
+    textStored: view.getUint32(v2 ? 24 : 16, true),
+    textBytes: view.getUint32(v2 ? 28 : 20, true),
+  };
+}
+
+/** The stored sizes of a chunk's header, embedding and text sections, as its header states them (for reports). */
+export function chunkSections(bytes: Uint8Array): { header: number; embeddings: number; text: number } | null {
+  const h = readHeader(bytes);
+  return h && { header: h.header, embeddings: h.embeddingStored, text: h.textStored };
+}
+
+function readLayout(bytes: Uint8Array, expect: ChunkExpectation, corrupt: Corrupt): ChunkLayout {
+  const fields = readHeader(bytes);
+  if (!fields) {
+    const magic = bytes.byteLength >= 4 ? new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0, true) : 0;
+    return corrupt(bytes.byteLength >= HEADER_V1 && magic !== MAGIC_V1 && magic !== MAGIC_V2 ? "not a chunk (bad magic)" : "shorter than its header");
+  }
+  const { header, n, dim, embeddingCodec, embeddingStored, textCodec, textStored, textBytes } = fields;
   const embeddingBytes = n * dim * 4;
-  const embeddingStored = v2 ? view.getUint32(16, true) : embeddingBytes;
-  const textCodec = view.getUint32(v2 ? 20 : 12, true);
-  const textStored = view.getUint32(v2 ? 24 : 16, true);
-  const textBytes = view.getUint32(v2 ? 28 : 20, true);
   if (n !== expect.records) corrupt(`holds ${n} records, the manifest says ${expect.records}`);
   if (header + embeddingBytes + textBytes !== expect.decodedBytes) corrupt(`decodes to ${header + embeddingBytes + textBytes} bytes, the manifest says ${expect.decodedBytes}`);
   if (header + embeddingStored + textStored !== bytes.byteLength) corrupt("section lengths do not add up to its size");

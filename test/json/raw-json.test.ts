@@ -68,10 +68,14 @@ it("the metadata fast path gives exactly the general parser's canonical text, or
     fc.property(fc.array(metadataText, { maxLength: 12 }), (records) => {
       const column = `[${records.join(",")}]`;
       const general = (parseRawJson(column) as never[]).map(canonicalJson);
-      const fast = canonicalFlatObjects(`{"ids":[],"metadatas":${column}}`, '{"ids":[],"metadatas":'.length);
+      const text = `{"ids":[],"metadatas":${column}}`;
+      const fast = canonicalFlatObjects(text, '{"ids":[],"metadatas":'.length);
       // Escaped strings are left to the general parser; everything else takes the fast path.
       if (!column.includes("\\")) expect(fast).not.toBeNull();
-      if (fast) expect(fast).toEqual(general);
+      if (fast) {
+        expect(fast.values).toEqual(general);
+        expect(fast.end).toBe(text.length - 1); // just past the column's ]
+      }
     }),
     { numRuns: 500 },
   );
@@ -90,6 +94,9 @@ it("parseGetResponse keeps metadata number text whichever path it takes, and che
     expect(batch.documents).toEqual(["x", null]);
     expect(batch.uris).toEqual([null, null]);
   }
+  // A "metadatas" key nested before the column (the fast path would find it first): the general path answers.
+  const nested = parseGetResponse('{"ids":["a"],"extra":{"metadatas":[]},"metadatas":[{"w":3.0}]}');
+  expect(nested.metadatas).toEqual(['{"w":3.0}']);
   expect(() => parseGetResponse(body("[null]"))).toThrow(/metadatas column of the wrong shape/);
   expect(() => parseGetResponse('{"ids":["a"],"documents":[1]}')).toThrow(/not text/);
   expect(() => parseGetResponse('{"ids":["a"],"embeddings":[[1,2]],"documents":["x"],"metadatas":[{"a":1}]')).toThrow(/invalid JSON/);
