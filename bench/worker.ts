@@ -239,7 +239,7 @@ async function baselines(url: string, names: string[], pageSize: number) {
     for (let offset = 0; ; offset += pageSize) {
       const page = await rest.getRecords(info.id, offset, pageSize);
       ids.push(...page.ids);
-      documents.push(...page.documents);
+      documents.push(...page.documents.values());
       metadatas.push(...page.metadatas);
       if (page.ids.length < pageSize) break;
     }

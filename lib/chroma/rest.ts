@@ -1,6 +1,8 @@
 import { Buffer } from "node:buffer";
 import { ChromaRequestError, ChromaUnavailableError } from "../errors.js";
 import { canonicalFlatObjects, canonicalJson, parseRawJson, RawNumber, topLevelMembers, type RawJson } from "../json/raw-json.js";
+import { parseFloatRows, type FloatRows } from "../json/float-rows.js";
+import { JsonColumn, scanStringColumn } from "../json/json-column.js";
 import type { RecordBatch } from "../snapshot/records.js";
 
 export interface ChromaConfig {
@@ -58,11 +60,11 @@ export class ChromaRest {
   }
 
   /** Sends a request and returns the response text; maps failures to typed errors. */
-  private async request(method: string, path: string, body?: string, allow404 = false): Promise<string | null> {
+  private async request(method: string, path: string, body?: string | Uint8Array<ArrayBuffer>, allow404 = false): Promise<string | null> {
     return this.send(method, path, body, allow404, (response) => response.text());
   }
 
-  private async send<T>(method: string, path: string, body: string | undefined, allow404: boolean, read: (response: Response) => Promise<T>): Promise<T | null> {
+  private async send<T>(method: string, path: string, body: string | Uint8Array<ArrayBuffer> | undefined, allow404: boolean, read: (response: Response) => Promise<T>): Promise<T | null> {
     const headers: Record<string, string> = { accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (this.apiKey) headers["x-chroma-token"] = this.apiKey;
@@ -219,75 +221,67 @@ function toCollectionInfo(raw: RawJson): CollectionInfo {
 }
 
 /**
- * A get response as Chroma sends it, bytes. The embeddings (most of the bytes) are
- * parsed row by row from the bytes, so no page-sized string is built for them: each
- * row's text is small and short-lived, which keeps the heap small between collections
- * (a page-sized string lives in V8's old space until a full collection). The rest goes
- * through parseGetResponse. Anything but a plain array of number arrays takes the
- * general path.
+ * A get response as Chroma sends it, bytes. Two columns are read from the bytes without
+ * going through JSON.parse: the embeddings (most of the bytes), straight into float32s
+ * (docs: parseFloatRows), so no page-sized string or array is built for them (it would
+ * live in V8's old space until a full collection); and the documents, kept as the JSON
+ * text they are (docs: JsonColumn). The rest goes through parseGetResponse. Anything but plain rows of numbers
+ * and canonically escaped strings takes the general path.
  */
 export function parseGetResponseBytes(bytes: Uint8Array): RecordBatch {
   const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const rows = embeddingRows(body);
-  if (!rows) return parseGetResponse(body.toString("utf8"));
-  const rest = parseGetResponse(body.toString("utf8", 0, rows.start) + '"embeddings":null' + body.toString("utf8", rows.end, body.byteLength));
-  // A nested "embeddings" key (inside metadata) was found instead: the top-level one is still there.
-  if (rest.dim > 0) return parseGetResponse(body.toString("utf8"));
-  const n = rest.ids.length;
-  if (rows.bounds.length / 2 !== n) throw new ChromaRequestError(`Chroma returned ${rows.bounds.length / 2} embeddings for ${n} records`, 502);
-  let dim = 0;
-  let embeddings = new Float32Array(0);
-  // Rows go to JSON.parse a few at a time: fewer calls, and each string stays well under
-  // V8's large-object size (128 KiB), so it dies young.
-  for (let first = 0; first < n; first += ROWS_PER_PARSE) {
-    const last = Math.min(n, first + ROWS_PER_PARSE) - 1;
-    let group: unknown;
-    try {
-      group = JSON.parse(`[${body.toString("latin1", rows.bounds[2 * first], rows.bounds[2 * last + 1])}]`);
-    } catch {
-      throw new ChromaRequestError(`Chroma returned embeddings that are not JSON numbers (records ${JSON.stringify(rest.ids[first])} to ${JSON.stringify(rest.ids[last])})`, 502);
-    }
-    if (first === 0) {
-      dim = ((group as unknown[])[0] as number[]).length;
-      embeddings = new Float32Array(n * dim);
-    }
-    for (let i = first; i <= last; i++) {
-      const row = (group as unknown[])[i - first];
-      if (!Array.isArray(row) || row.length !== dim) {
-        throw new ChromaRequestError(`record ${JSON.stringify(rest.ids[i])} has an embedding of ${Array.isArray(row) ? row.length : 0} dimensions, not ${dim}`, 502);
-      }
-      embeddings.set(row as number[], i * dim);
-    }
+  let documents = documentsColumn(body);
+  if (documents && rows && documents.start < rows.end && rows.start < documents.end) documents = null;
+  const cuts = [
+    ...(rows ? [{ start: rows.start, end: rows.end, with: '"embeddings":null' }] : []),
+    ...(documents ? [{ start: documents.start, end: documents.end, with: '"documents":null' }] : []),
+  ].sort((a, b) => a.start - b.start);
+  let text = "";
+  let pos = 0;
+  for (const cut of cuts) {
+    text += body.toString("utf8", pos, cut.start) + cut.with;
+    pos = cut.end;
   }
+  text += body.toString("utf8", pos, body.byteLength);
+  const rest = parseGetText(text, documents?.column ?? null, true);
+  // A nested "embeddings" or "documents" key (inside metadata) was cut instead: the top-level one is still there.
+  if (!rest || (rows && rest.dim > 0)) return parseGetResponse(body.toString("utf8"));
+  if (!rows) return rest;
+  const n = rest.ids.length;
+  if (rows.rows !== n) throw new ChromaRequestError(`Chroma returned ${rows.rows} embeddings for ${n} records`, 502);
+  if (rows.badRow >= 0) {
+    throw new ChromaRequestError(`record ${JSON.stringify(rest.ids[rows.badRow])} has an embedding of ${rows.badRowLength} dimensions, not ${rows.dim}`, 502);
+  }
+  const dim = rows.dim;
+  const embeddings = rows.values;
   return { ...rest, dim, embeddings };
 }
 
-const EMBEDDINGS_KEY = Buffer.from('"embeddings":[');
-const METADATAS_KEY = '"metadatas":';
-const ROWS_PER_PARSE = 16;
+const DOCUMENTS_KEY = Buffer.from('"documents":');
 
-/** Where the embeddings member's value is (`[` to past `]`) and each row's bounds, or null when it is not plain rows of numbers. */
-function embeddingRows(body: Buffer): { start: number; end: number; bounds: number[] } | null {
+/** The documents member's value as a column, with where the member is, or null when it is not a canonically written column of strings and nulls. */
+function documentsColumn(body: Buffer): { start: number; end: number; column: JsonColumn } | null {
+  // As with embeddings: the first occurrence outside a string is the top-level key, unless
+  // a metadata key has the name, which parseGetResponseBytes detects.
+  const at = body.indexOf(DOCUMENTS_KEY);
+  if (at < 0) return null;
+  const scanned = scanStringColumn(body, at + DOCUMENTS_KEY.length);
+  // Copied: the body's buffer is reused for the next page (ResponseBuffers).
+  return scanned && scanned.canonical ? { start: at, end: scanned.end, column: scanned.column.copy() } : null;
+}
+
+const EMBEDDINGS_KEY = Buffer.from('"embeddings":');
+const METADATAS_KEY = '"metadatas":';
+
+/** The embeddings member's value, read into float32s, with where the member is; null when it is not plain rows of numbers. */
+function embeddingRows(body: Buffer): (FloatRows & { start: number }) | null {
   // As with metadatas (below): the first occurrence outside a string is the top-level key,
   // unless a metadata value nests it, which parseGetResponseBytes detects.
   const at = body.indexOf(EMBEDDINGS_KEY);
   if (at < 0) return null;
-  const bounds: number[] = [];
-  let pos = at + EMBEDDINGS_KEY.length;
-  if (body[pos] !== 0x5d /* ] */) {
-    while (true) {
-      if (body[pos] !== 0x5b /* [ */) return null;
-      const close = body.indexOf(0x5d, pos + 1);
-      const open = body.indexOf(0x5b, pos + 1);
-      if (close < 0 || (open >= 0 && open < close)) return null;
-      bounds.push(pos, close + 1);
-      pos = close + 1;
-      if (body[pos] === 0x2c /* , */) pos++;
-      else if (body[pos] === 0x5d) break;
-      else return null;
-    }
-  }
-  return { start: at, end: pos + 1, bounds };
+  const rows = parseFloatRows(body, at + EMBEDDINGS_KEY.length);
+  return rows && { ...rows, start: at };
 }
 
 /**
@@ -296,7 +290,16 @@ function embeddingRows(body: Buffer): { start: number; end: number; bounds: numb
  * `2`. Its first `"metadatas":` is the top-level key: no column before it holds objects,
  * and inside a JSON string a quote is escaped.
  */
-export function parseGetResponse(text: string, fastMetadata = true): RecordBatch {
+export function parseGetResponse(text: string): RecordBatch {
+  return parseGetText(text, null, true)!;
+}
+
+/**
+ * `cutDocuments`: the documents column, read from the bytes, with `"documents":null` in
+ * its place in `text`; null is returned when the column is still there (what was cut was
+ * a metadata key of that name).
+ */
+function parseGetText(text: string, cutDocuments: JsonColumn | null, fastMetadata: boolean): RecordBatch | null {
   // The metadatas column is read from the source text; when the fast path takes it, it is
   // cut out of what JSON.parse gets, so it is not parsed twice.
   const at = text.indexOf(METADATAS_KEY);
@@ -310,7 +313,8 @@ export function parseGetResponse(text: string, fastMetadata = true): RecordBatch
   };
   const body = fast ? parse(`${text.slice(0, at)}${METADATAS_KEY}null${text.slice(fast.end)}`) : parse(text);
   // A nested "metadatas" key was cut instead of the column: the column is still there.
-  if (fast && body.metadatas !== null) return parseGetResponse(text, false);
+  if (fast && body.metadatas !== null) return parseGetText(text, cutDocuments, false);
+  if (cutDocuments && body.documents !== null) return null;
   const column = (name: string, value: unknown, n: number): unknown[] => {
     if (value === null || value === undefined) return new Array<null>(n).fill(null);
     if (!Array.isArray(value) || value.length !== n) throw new ChromaRequestError(`Chroma returned a ${name} column of the wrong shape`, 502);
@@ -336,6 +340,7 @@ export function parseGetResponse(text: string, fastMetadata = true): RecordBatch
       embeddings.set(e, i * dim);
     });
   }
+  if (cutDocuments && cutDocuments.length !== n) throw new ChromaRequestError("Chroma returned a documents column of the wrong shape", 502);
   let metadatas: string[];
   if (fast) {
     if (fast.values.length !== n) throw new ChromaRequestError("Chroma returned a metadatas column of the wrong shape", 502);
@@ -351,7 +356,7 @@ export function parseGetResponse(text: string, fastMetadata = true): RecordBatch
     ids,
     dim,
     embeddings,
-    documents: textColumn("documents", body.documents, n),
+    documents: cutDocuments ?? JsonColumn.fromValues(textColumn("documents", body.documents, n)),
     uris: textColumn("uris", body.uris, n),
     metadatas,
   };
@@ -368,9 +373,9 @@ function base64(bytes: Uint8Array): string {
 /**
  * The add/upsert body. Embeddings go as base64 float32 (what the official client sends
  * when the server supports it: exact, and far smaller than decimal text); metadata as its
- * stored JSON text, so floats keep their type.
+ * stored JSON text, so floats keep their type; documents as the JSON text they are kept in.
  */
-export function writeBody(batch: RecordBatch): string {
+export function writeBody(batch: RecordBatch): Uint8Array<ArrayBuffer> {
   const embeddings: string[] = [];
   if (batch.dim > 0) {
     for (let i = 0; i < batch.ids.length; i++) {
@@ -378,11 +383,19 @@ export function writeBody(batch: RecordBatch): string {
       embeddings.push(`"${base64(bytes)}"`);
     }
   }
-  return (
-    `{"ids":${JSON.stringify(batch.ids)},` +
+  const head =
+    `{"ids":${JSON.stringify(batch.ids)},` + //
     `"embeddings":${batch.dim > 0 ? `[${embeddings.join(",")}]` : "null"},` +
-    `"documents":${JSON.stringify(batch.documents)},` +
-    `"uris":${JSON.stringify(batch.uris)},` +
-    `"metadatas":[${batch.metadatas.join(",")}]}`
-  );
+    `"documents":[`;
+  const tail = `],"uris":${JSON.stringify(batch.uris)},"metadatas":[${batch.metadatas.join(",")}]}`;
+  const documents = batch.documents.bytes;
+  // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+  const out = new Uint8Array(3 * (head.length + tail.length) + documents.byteLength);
+  let o = encoder.encodeInto(head, out).written;
+  out.set(documents, o);
+  o += documents.byteLength;
+  o += encoder.encodeInto(tail, out.subarray(o)).written;
+  return out.subarray(0, o);
 }
+
+const encoder = new TextEncoder();

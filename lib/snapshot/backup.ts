@@ -303,7 +303,7 @@ class Chunker {
   push(page: RecordBatch, digests: Uint8Array, i: number): { batch: RecordBatch; digests: Uint8Array } | null {
     if (this.runPage !== page || this.runEnd !== i) this.closeRun(page, digests, i);
     this.runEnd = i + 1;
-    this.bytes += page.dim * 4 + page.ids[i]!.length + (page.documents[i]?.length ?? 0) + (page.uris[i]?.length ?? 0) + page.metadatas[i]!.length + 16;
+    this.bytes += page.dim * 4 + page.ids[i]!.length + page.documents.textLength(i) + (page.uris[i]?.length ?? 0) + page.metadatas[i]!.length + 16;
     const boundary = this.bytes >= this.maxBytes || (this.bytes >= this.minBytes && fnv1a(page.ids[i]!) % BOUNDARY_ODDS === 0);
     return boundary ? this.flush() : null;
   }

@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { promisify } from "node:util";
 import { constants as zlibConstants, deflateRaw, inflateRaw, inflateRawSync, type ZlibOptions } from "node:zlib";
 import { SnapshotCorruptError } from "../errors.js";
+import { scanStringColumn } from "../json/json-column.js";
 import type { RecordBatch } from "./records.js";
 
 /**
@@ -39,7 +40,8 @@ const CODEC_STORED = 0;
 const CODEC_DEFLATE = 1;
 const CODEC_BYTE_PLANES = 1;
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
+// ignoreBOM: true keeps a leading U+FEFF as a character, so the bytes decode to exactly what they hold.
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 export type CompressionLevel = 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9;
 
@@ -61,8 +63,7 @@ const inflateRawAsync = promisify<Uint8Array, ZlibOptions, Uint8Array>(inflateRa
  */
 export async function encodeChunk(batch: RecordBatch, level: CompressionLevel = 6): Promise<EncodedChunk> {
   const n = batch.ids.length;
-  const lines = [JSON.stringify(batch.ids), JSON.stringify(batch.documents), JSON.stringify(batch.uris), ...batch.metadatas];
-  const text = encoder.encode(lines.join("\n"));
+  const text = encodeText(batch);
   const floats = new Uint8Array(batch.embeddings.buffer, batch.embeddings.byteOffset, n * batch.dim * 4);
   const { low, high } = splitBytePlanes(batch.embeddings.subarray(0, n * batch.dim));
   // Output in steps of up to 256 KiB: each step is a round trip between the pool and the
@@ -96,6 +97,20 @@ export async function encodeChunk(batch: RecordBatch, level: CompressionLevel = 
   }
   bytes.set(storedText, HEADER_V2 + embeddingStored);
   return { bytes, records: n, decodedBytes: HEADER_V2 + floats.byteLength + text.byteLength };
+}
+
+/** The text section: the documents column's bytes as they are, between the other lines encoded. */
+function encodeText(batch: RecordBatch): Uint8Array {
+  const head = `${JSON.stringify(batch.ids)}\n[`;
+  const tail = `]\n${JSON.stringify(batch.uris)}${batch.metadatas.length > 0 ? "\n" : ""}${batch.metadatas.join("\n")}`;
+  const documents = batch.documents.bytes;
+  // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+  const text = new Uint8Array(3 * (head.length + tail.length) + documents.byteLength);
+  let o = encoder.encodeInto(head, text).written;
+  text.set(documents, o);
+  o += documents.byteLength;
+  o += encoder.encodeInto(tail, text.subarray(o)).written;
+  return text.subarray(0, o);
 }
 
 /** float32s -> the low three bytes of each, packed, and the high bytes. */
@@ -325,26 +340,27 @@ function joinBytePlanes(low: Uint8Array, high: Uint8Array, out: Uint32Array): vo
   for (let i = whole; i < count; i++) out[i] = (low[3 * i]! | (low[3 * i + 1]! << 8) | (low[3 * i + 2]! << 16) | (high[i]! << 24)) >>> 0;
 }
 
-function decodeText(text: Uint8Array, n: number, corrupt: Corrupt): Pick<RecordBatch, "ids" | "documents" | "uris" | "metadatas"> {
-  let lines: string[];
+function decodeText(bytes: Uint8Array, n: number, corrupt: Corrupt): Pick<RecordBatch, "ids" | "documents" | "uris" | "metadatas"> {
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength); // Buffer's indexOf is native
+  const first = text.indexOf(0x0a);
+  const second = first < 0 ? -1 : text.indexOf(0x0a, first + 1);
+  const third = second < 0 ? -1 : text.indexOf(0x0a, second + 1);
+  if (third < 0 && n > 0) corrupt(`text section has fewer than ${3 + n} lines`);
+  let ids: unknown, uris: unknown, metadatas: string[];
   try {
-    lines = decoder.decode(text).split("\n");
+    ids = JSON.parse(decoder.decode(text.subarray(0, first)));
+    uris = JSON.parse(decoder.decode(text.subarray(second + 1, third < 0 ? text.byteLength : third)));
+    metadatas = third < 0 ? [] : decoder.decode(text.subarray(third + 1)).split("\n");
   } catch (err) {
-    return corrupt("text section is not UTF-8", err);
+    return corrupt(err instanceof SyntaxError ? "text section is not valid JSON" : "text section is not UTF-8", err);
   }
-  if (lines.length !== 3 + n) corrupt(`text section has ${lines.length} lines, expected ${3 + n}`);
-  let ids: unknown, documents: unknown, uris: unknown;
-  try {
-    ids = JSON.parse(lines[0]!);
-    documents = JSON.parse(lines[1]!);
-    uris = JSON.parse(lines[2]!);
-  } catch (err) {
-    return corrupt("text section is not valid JSON", err);
-  }
+  if (metadatas.length !== n) corrupt(`text section has ${3 + metadatas.length} lines, expected ${3 + n}`);
+  // The documents line is checked as JSON.parse would and kept as bytes (docs: JsonColumn).
+  const documents = scanStringColumn(text, first + 1);
+  if (!documents || documents.end !== second || documents.column.length !== n) corrupt("documents column is malformed");
   if (!isColumn(ids, n, false)) corrupt("ids column is malformed");
-  if (!isColumn(documents, n, true)) corrupt("documents column is malformed");
   if (!isColumn(uris, n, true)) corrupt("uris column is malformed");
-  return { ids: ids as string[], documents: documents as (string | null)[], uris: uris as (string | null)[], metadatas: lines.slice(3) };
+  return { ids: ids as string[], documents: documents!.column, uris: uris as (string | null)[], metadatas };
 }
 
 /**

@@ -1,4 +1,5 @@
-import { createHash } from "node:crypto";
+import * as crypto from "node:crypto";
+import { JsonColumn } from "../json/json-column.js";
 
 /**
  * A batch of records in columns: what a Chroma page becomes, what a chunk holds, and
@@ -10,7 +11,8 @@ export interface RecordBatch {
   ids: string[];
   dim: number;
   embeddings: Float32Array;
-  documents: (string | null)[];
+  /** As JSON text, copied from Chroma's response into chunks as it came. */
+  documents: JsonColumn;
   uris: (string | null)[];
   metadatas: string[];
 }
@@ -43,7 +45,7 @@ export function filterBatch(batch: RecordBatch, keep: (index: number) => boolean
     ids: indexes.map((i) => batch.ids[i]!),
     dim: batch.dim,
     embeddings,
-    documents: indexes.map((i) => batch.documents[i]!),
+    documents: batch.documents.pick(indexes),
     uris: indexes.map((i) => batch.uris[i]!),
     metadatas: indexes.map((i) => batch.metadatas[i]!),
   };
@@ -64,25 +66,49 @@ export function concatBatches(batches: RecordBatch[]): RecordBatch {
     ids: batches.flatMap((b) => b.ids),
     dim,
     embeddings,
-    documents: batches.flatMap((b) => b.documents),
+    documents: JsonColumn.concat(batches.map((b) => b.documents)),
     uris: batches.flatMap((b) => b.uris),
     metadatas: batches.flatMap((b) => b.metadatas),
   };
 }
 
 /**
- * A 16-byte digest of one record's full content (id, embedding bytes, document, uri,
- * metadata), used to recognise a record that is already in the previous snapshot.
+ * A 16-byte digest of one record's full content, used to recognise a record that is
+ * already in the previous snapshot: sha256 of the UTF-8 of
+ * `JSON.stringify([id, document, uri]) + "\n" + metadata + "\n"`, then the embedding's
+ * bytes. Each record's input is laid out in one reused buffer and hashed in one call.
  */
 export function recordDigests(batch: RecordBatch): Uint8Array {
-  const out = new Uint8Array(batch.ids.length * 16);
+  const n = batch.ids.length;
+  const out = new Uint8Array(n * 16);
   const bytesPerRecord = batch.dim * 4;
-  for (let i = 0; i < batch.ids.length; i++) {
-    const digest = createHash("sha256")
-      .update(JSON.stringify([batch.ids[i], batch.documents[i], batch.uris[i]]) + "\n" + batch.metadatas[i] + "\n")
-      .update(new Uint8Array(batch.embeddings.buffer, batch.embeddings.byteOffset + i * bytesPerRecord, bytesPerRecord))
-      .digest();
-    out.set(digest.subarray(0, 16), i * 16);
+  const embeddings = new Uint8Array(batch.embeddings.buffer, batch.embeddings.byteOffset, n * bytesPerRecord);
+  for (let i = 0; i < n; i++) {
+    const head = `[${JSON.stringify(batch.ids[i])},`;
+    const tail = `,${JSON.stringify(batch.uris[i])}]\n${batch.metadatas[i]}\n`;
+    const document = batch.documents.text(i);
+    // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+    const input = scratch(3 * (head.length + tail.length) + document.byteLength + bytesPerRecord);
+    let o = encoder.encodeInto(head, input).written;
+    input.set(document, o);
+    o += document.byteLength;
+    o += encoder.encodeInto(tail, input.subarray(o)).written;
+    input.set(embeddings.subarray(i * bytesPerRecord, (i + 1) * bytesPerRecord), o);
+    o += bytesPerRecord;
+    out.set(sha256Prefix(input.subarray(0, o)), i * 16);
   }
   return out;
 }
+
+const encoder = new TextEncoder();
+let scratchBuffer = new Uint8Array(64 * 1024);
+function scratch(size: number): Uint8Array {
+  if (scratchBuffer.byteLength < size) scratchBuffer = new Uint8Array(size * 2);
+  return scratchBuffer;
+}
+
+// crypto.hash (Node >= 20.12) hashes in one call without a Hash object, which is most of
+// the cost for inputs of a few KiB; Workers may lack it.
+const oneShot = (crypto as { hash?: (algorithm: string, data: Uint8Array, encoding: "buffer") => Uint8Array }).hash;
+const sha256Prefix = (bytes: Uint8Array): Uint8Array =>
+  (oneShot ? oneShot("sha256", bytes, "buffer") : crypto.createHash("sha256").update(bytes).digest()).subarray(0, 16);

@@ -91,7 +91,7 @@ it("parseGetResponse keeps metadata number text whichever path it takes, and che
     expect(batch.metadatas[0]).toMatch(/^\{"a":"s.*","w":3\.0\}$/);
     expect(batch.metadatas[1]).toBe("null");
     expect([...batch.embeddings]).toEqual([1.5, 2, 3, 4]);
-    expect(batch.documents).toEqual(["x", null]);
+    expect(batch.documents.values()).toEqual(["x", null]);
     expect(batch.uris).toEqual([null, null]);
   }
   // A "metadatas" key nested before the column (the fast path would find it first): the general path answers.
@@ -109,6 +109,10 @@ it("parseGetResponseBytes reads embeddings row by row from the bytes, and agrees
     '{"ids":["a","b"],"embeddings":[[1.5,-2e-3],[3,4]],"documents":["x é",null],"uris":null,"metadatas":[{"k":1},null]}',
     // metadata before embeddings, holding an "embeddings" key of its own
     `{"ids":["a","b"],"metadatas":${meta},"embeddings":[[1,2],[3,4]],"documents":null}`,
+    // a metadata key "documents" before the column: the general path
+    '{"ids":["a","b"],"metadatas":[{"documents":["m"]},null],"embeddings":[[1,2],[3,4]],"documents":["x",null]}',
+    // optional escapes: the general path, which writes them as JSON.stringify does
+    '{"ids":["a","b"],"embeddings":[[1,2],[3,4]],"documents":["a\\/b","\\u00e9\\u0041"],"metadatas":null}',
     // whitespace, a null row: the general path
     '{"ids": ["a"], "embeddings": [ [0.25, 1] ], "documents": ["d"], "metadatas": null}',
     '{"ids":[],"embeddings":[],"documents":[],"metadatas":[]}',
@@ -117,11 +121,16 @@ it("parseGetResponseBytes reads embeddings row by row from the bytes, and agrees
   for (const text of cases) {
     const viaBytes = parseGetResponseBytes(bytes(text));
     const viaText = parseGetResponse(text);
-    expect({ ...viaBytes, embeddings: [...viaBytes.embeddings] }, text).toEqual({ ...viaText, embeddings: [...viaText.embeddings] });
+    const plain = (b: typeof viaBytes) => ({ ...b, embeddings: [...b.embeddings], documents: b.documents.values(), documentsJson: new TextDecoder().decode(b.documents.bytes) });
+    expect(plain(viaBytes), text).toEqual(plain(viaText));
+    expect(viaBytes.documents.values(), text).toEqual((JSON.parse(text) as { documents: unknown[] | null }).documents ?? viaBytes.ids.map(() => null));
   }
   expect(() => parseGetResponseBytes(bytes('{"ids":["a","b"],"embeddings":[[1,2],[3]],"metadatas":null}'))).toThrow(/1 dimensions, not 2/);
   expect(() => parseGetResponseBytes(bytes('{"ids":["a","b"],"embeddings":[[1,2]],"metadatas":null}'))).toThrow(/1 embeddings for 2 records|wrong shape/);
   expect(() => parseGetResponseBytes(bytes('{"ids":["a"],"embeddings":[[1,x]],"metadatas":null}'))).toThrow(/invalid JSON|not JSON numbers/);
+  // A raw control character in a document is not JSON: refused, not copied into a chunk.
+  expect(() => parseGetResponseBytes(bytes('{"ids":["a"],"embeddings":[[1,2]],"documents":["a\nb"],"metadatas":null}'))).toThrow(/invalid JSON/);
+  expect(() => parseGetResponseBytes(bytes('{"ids":["a","b"],"embeddings":[[1,2],[3,4]],"documents":["a"],"metadatas":null}'))).toThrow(/documents column of the wrong shape/);
   fc.assert(
     fc.property(fc.array(fc.array(fc.float({ noNaN: true, noDefaultInfinity: true }), { minLength: 3, maxLength: 3 }), { maxLength: 6 }), (rows) => {
       const text = `{"ids":${JSON.stringify(rows.map((_, i) => `r${i}`))},"embeddings":${JSON.stringify(rows)},"metadatas":null}`;

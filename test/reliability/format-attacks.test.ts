@@ -25,6 +25,7 @@ import { startTestChroma, type TestChroma } from "../fixtures/chroma.js";
 import { addRecords, collectionId, dumpCollection, makeRecords } from "../fixtures/dataset.js";
 import { parseDump } from "../snapshot/compare.js";
 import { client, expectError, makeApp, makeService, makeStore, ndjsonLines, resetChroma, type Client, type Store } from "../handlers/harness.js";
+import { JsonColumn } from "../../lib/json/json-column.js";
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -318,7 +319,7 @@ describe("a deflate bomb inside a chunk with a valid name and header", () => {
   });
 
   it("a stream that expands just past its claim, or stops short of it, is refused", async () => {
-    const batch = { ids: ["a", "b"], dim: 0, embeddings: new Float32Array(0), documents: ["x".repeat(500), null], uris: [null, null], metadatas: ["null", "null"] };
+    const batch = { ids: ["a", "b"], dim: 0, embeddings: new Float32Array(0), documents: JsonColumn.fromValues(["x".repeat(500), null]), uris: [null, null], metadatas: ["null", "null"] };
     const good = await encodeChunk(batch);
     const view = new DataView(good.bytes.buffer);
     expect(view.getUint32(20, true)).toBe(1); // text deflated (chunk v2 header: docs/FORMAT.md)

@@ -2,13 +2,14 @@ import fc from "fast-check";
 import { expect, it } from "vitest";
 import { checkChunk, decodeChunk, encodeChunk } from "../../lib/snapshot/chunk.js";
 import type { RecordBatch } from "../../lib/snapshot/records.js";
+import { JsonColumn } from "../../lib/json/json-column.js";
 
 function batchOf(words: Uint32Array, n: number, dim: number): RecordBatch {
   return {
     ids: Array.from({ length: n }, (_, i) => `id-${i}`),
     dim,
     embeddings: new Float32Array(words.buffer, words.byteOffset, n * dim),
-    documents: Array.from({ length: n }, (_, i) => (i % 2 ? null : `doc ${i}`)),
+    documents: JsonColumn.fromValues(Array.from({ length: n }, (_, i) => (i % 2 ? null : `doc ${i}`))),
     uris: Array.from({ length: n }, () => null),
     metadatas: Array.from({ length: n }, (_, i) => `{"i":${i}}`),
   };
