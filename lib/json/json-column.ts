@@ -49,7 +49,7 @@ export class JsonColumn {
     return new JsonColumn(this.bytes.subarray(from, this.starts[end]! - 1), starts);
   }
 
-  /** The elements at `indexes`, in that order, copied. */
+  /** The elements at `indexes`, in that order. */
   pick(indexes: number[]): JsonColumn {
     return JsonColumn.concat(indexes.map((i) => this.slice(i, i + 1)));
   }

@@ -311,7 +311,8 @@ class Chunker {
   flush(): { batch: RecordBatch; digests: Uint8Array } | null {
     this.closeRun(null, null, 0);
     if (this.parts.length === 0) return null;
-    // Runs are views into their pages until here, where they are copied once.
+    // Runs are views into their pages until here, where they are copied once (a chunk of
+    // one run stays a view of its page).
     const batch = concatBatches(this.parts);
     const digests = new Uint8Array(this.digestParts.reduce((n, d) => n + d.byteLength, 0));
     let o = 0;

@@ -25,7 +25,7 @@ it("reads rows of numbers exactly as JSON.parse followed by a float32 store does
   fc.assert(
     fc.property(fc.integer({ min: 1, max: 6 }), fc.array(fc.array(float32.chain(written), { minLength: 6, maxLength: 6 }), { minLength: 1, maxLength: 5 }), (dim, rows) => {
       const text = `[${rows.map((r) => `[${r.slice(0, dim).join(",")}]`).join(",")}]`;
-      const parsed = parseFloatRows(encode(text), 0);
+      const parsed = parseFloatRows(encode(text), 0)!;
       expect(parsed, text).not.toBeNull();
       expect(parsed.rows).toBe(rows.length);
       expect(parsed.dim).toBe(dim);

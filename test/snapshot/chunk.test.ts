@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { expect, it } from "vitest";
-import { checkChunk, decodeChunk, encodeChunk } from "../../lib/snapshot/chunk.js";
+import { inflateRawSync } from "node:zlib";
+import { checkChunk, chunkSections, decodeChunk, encodeChunk } from "../../lib/snapshot/chunk.js";
 import type { RecordBatch } from "../../lib/snapshot/records.js";
 import { JsonColumn } from "../../lib/json/json-column.js";
 
@@ -45,5 +46,29 @@ it("any 32-bit patterns (NaN payloads, -0, huge exponents) round-trip bit for bi
       expect([0, 1]).toContain(await roundTrip(words, n, dim, shift));
     }),
     { numRuns: 100 },
+  );
+});
+
+it("the text section is the format's lines, byte for byte, whatever the documents hold (so chunks stay content-addressed across versions)", async () => {
+  const text = fc.oneof(fc.string({ unit: "binary" }), fc.constantFrom("", "a\nb", '"q" \\ /', "é😀\u2028", "\u0000\u001f"));
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.tuple(fc.string({ minLength: 1 }), fc.option(text), fc.option(text)), { minLength: 1, maxLength: 8 }), async (records) => {
+      const ids = records.map(([id], i) => `${i}:${id}`);
+      const documents = records.map(([, d]) => d);
+      const uris = records.map(([, , u]) => u);
+      const metadatas = records.map((_, i) => (i % 2 ? "null" : `{"i":${i}}`));
+      const batch: RecordBatch = { ids, dim: 0, embeddings: new Float32Array(0), documents: JsonColumn.fromValues(documents), uris, metadatas };
+      const chunk = (await encodeChunk(batch)).bytes;
+      const sections = chunkSections(chunk)!;
+      const stored = chunk.subarray(sections.header + sections.embeddings);
+      const view = new DataView(chunk.buffer, chunk.byteOffset);
+      const section = view.getUint32(20, true) === 1 ? inflateRawSync(stored) : stored;
+      const expected = [JSON.stringify(ids), JSON.stringify(documents), JSON.stringify(uris), ...metadatas].join("\n");
+      expect(Buffer.from(section).equals(Buffer.from(expected, "utf8"))).toBe(true);
+      const decoded = decodeChunk(chunk, { hash: "x", records: ids.length, decodedBytes: (await encodeChunk(batch)).decodedBytes, collection: "c" });
+      expect(decoded.documents.values()).toEqual(documents);
+      expect(decoded.uris).toEqual(uris);
+    }),
+    { numRuns: 200 },
   );
 });
