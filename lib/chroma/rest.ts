@@ -2,7 +2,7 @@ import { Buffer } from "node:buffer";
 import { ChromaRequestError, ChromaUnavailableError } from "../errors.js";
 import { canonicalFlatObjects, canonicalJson, parseRawJson, RawNumber, topLevelMembers, type RawJson } from "../json/raw-json.js";
 import { parseFloatRows, type FloatRows } from "../json/float-rows.js";
-import { JsonColumn, scanStringColumn } from "../json/json-column.js";
+import { JsonColumn, scanStringColumn, utf8Around } from "../json/json-column.js";
 import type { RecordBatch } from "../snapshot/records.js";
 
 export interface ChromaConfig {
@@ -225,8 +225,8 @@ function toCollectionInfo(raw: RawJson): CollectionInfo {
  * going through JSON.parse: the embeddings (most of the bytes), straight into float32s
  * (docs: parseFloatRows), so no page-sized string or array is built for them (it would
  * live in V8's old space until a full collection); and the documents, kept as the JSON
- * text they are (docs: JsonColumn). The rest goes through parseGetResponse. Anything but plain rows of numbers
- * and canonically escaped strings takes the general path.
+ * text they are (docs: JsonColumn). The rest goes through parseGetResponse. Anything but
+ * plain rows of numbers and canonically escaped strings takes the general path.
  */
 export function parseGetResponseBytes(bytes: Uint8Array): RecordBatch {
   const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -383,19 +383,9 @@ export function writeBody(batch: RecordBatch): Uint8Array<ArrayBuffer> {
       embeddings.push(`"${base64(bytes)}"`);
     }
   }
-  const head =
-    `{"ids":${JSON.stringify(batch.ids)},` + //
-    `"embeddings":${batch.dim > 0 ? `[${embeddings.join(",")}]` : "null"},` +
-    `"documents":[`;
-  const tail = `],"uris":${JSON.stringify(batch.uris)},"metadatas":[${batch.metadatas.join(",")}]}`;
-  const documents = batch.documents.bytes;
-  // UTF-8 takes at most 3 bytes per UTF-16 code unit.
-  const out = new Uint8Array(3 * (head.length + tail.length) + documents.byteLength);
-  let o = encoder.encodeInto(head, out).written;
-  out.set(documents, o);
-  o += documents.byteLength;
-  o += encoder.encodeInto(tail, out.subarray(o)).written;
-  return out.subarray(0, o);
+  return utf8Around(
+    `{"ids":${JSON.stringify(batch.ids)},"embeddings":${batch.dim > 0 ? `[${embeddings.join(",")}]` : "null"},"documents":[`,
+    batch.documents.bytes,
+    `],"uris":${JSON.stringify(batch.uris)},"metadatas":[${batch.metadatas.join(",")}]}`,
+  );
 }
-
-const encoder = new TextEncoder();

@@ -84,6 +84,17 @@ export class JsonColumn {
   }
 }
 
+/** UTF-8 of `head`, then `middle` as it is, then UTF-8 of `tail`, in one buffer. */
+export function utf8Around(head: string, middle: Uint8Array, tail: string): Uint8Array<ArrayBuffer> {
+  // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+  const out = new Uint8Array(3 * (head.length + tail.length) + middle.byteLength);
+  let o = encoder.encodeInto(head, out).written;
+  out.set(middle, o);
+  o += middle.byteLength;
+  o += encoder.encodeInto(tail, out.subarray(o)).written;
+  return out.subarray(0, o);
+}
+
 export interface ScannedColumn {
   column: JsonColumn;
   /** Just past the closing bracket. */

@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { promisify } from "node:util";
 import { constants as zlibConstants, deflateRaw, inflateRaw, inflateRawSync, type ZlibOptions } from "node:zlib";
 import { SnapshotCorruptError } from "../errors.js";
-import { scanStringColumn } from "../json/json-column.js";
+import { scanStringColumn, utf8Around } from "../json/json-column.js";
 import type { RecordBatch } from "./records.js";
 
 /**
@@ -39,7 +39,6 @@ const HEADER_V2 = 32;
 const CODEC_STORED = 0;
 const CODEC_DEFLATE = 1;
 const CODEC_BYTE_PLANES = 1;
-const encoder = new TextEncoder();
 // ignoreBOM: true keeps a leading U+FEFF as a character, so the bytes decode to exactly what they hold.
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
@@ -101,16 +100,8 @@ export async function encodeChunk(batch: RecordBatch, level: CompressionLevel = 
 
 /** The text section: the documents column's bytes as they are, between the other lines encoded. */
 function encodeText(batch: RecordBatch): Uint8Array {
-  const head = `${JSON.stringify(batch.ids)}\n[`;
-  const tail = `]\n${JSON.stringify(batch.uris)}${batch.metadatas.length > 0 ? "\n" : ""}${batch.metadatas.join("\n")}`;
-  const documents = batch.documents.bytes;
-  // UTF-8 takes at most 3 bytes per UTF-16 code unit.
-  const text = new Uint8Array(3 * (head.length + tail.length) + documents.byteLength);
-  let o = encoder.encodeInto(head, text).written;
-  text.set(documents, o);
-  o += documents.byteLength;
-  o += encoder.encodeInto(tail, text.subarray(o)).written;
-  return text.subarray(0, o);
+  const metadatas = batch.metadatas.length > 0 ? `\n${batch.metadatas.join("\n")}` : "";
+  return utf8Around(`${JSON.stringify(batch.ids)}\n[`, batch.documents.bytes, `]\n${JSON.stringify(batch.uris)}${metadatas}`);
 }
 
 /** float32s -> the low three bytes of each, packed, and the high bytes. */
