@@ -18,7 +18,7 @@ export interface DatasetParams {
 
 export type Job =
   | { mode: "read-tune"; url: string; collection: string; pageSizes: number[]; concurrencies: number[] }
-  | { mode: "raw-read"; url: string; collections: string[]; pageSize: number; concurrency: number }
+  | { mode: "raw-read"; url: string; collections: string[]; pageSize: number; concurrency: number; byIds: boolean }
   | { mode: "baselines"; url: string; collections: string[]; pageSize: number }
   | { mode: "backup"; url: string; storeDir: string; collections: string[]; options: SnapshotOptions }
   | { mode: "restore"; url: string; storeDir: string; snapshotId: string; rename: Record<string, string>; options: RestoreOptions }

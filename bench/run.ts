@@ -16,8 +16,8 @@
  * that the service does not carry:
  *
  * - rawReadMs: the plain chromadb client paging every record out (embeddings, documents,
- *   metadatas), with the page size and pages in flight that read the first collection
- *   fastest; backupMs: takeSnapshot of the same collections into an fs store. Measured
+ *   metadatas), with the page size, pages in flight and way of paging (by offset, or by
+ *   ids listed first) that read the first collection fastest; backupMs: takeSnapshot of the same collections into an fs store. Measured
  *   alternately `--repeats` times (default 2); the best of each counts.
  * - rawWriteMs: the plain client adding the same records (already in memory as
  *   number[][], objects) into fresh collections, with the batch size (up to the server
@@ -417,17 +417,21 @@ async function main(): Promise<void> {
     // -- Raw read vs backup ------------------------------------------------------------
     const pageSizes = [500, 1000, 2500, 5000].filter((p) => p <= maxBatch || p <= 5000);
     const readTune = await phase("read-tune", () =>
-      runWorker<{ trials: { pageSize: number; concurrency: number; ms: number; records: number }[] }>({ mode: "read-tune", url, collection: names[0]!, pageSizes, concurrencies: [1, 2] }),
+      runWorker<{ trials: { pageSize: number; concurrency: number; byIds: boolean; ms: number; records: number }[] }>({ mode: "read-tune", url, collection: names[0]!, pageSizes, concurrencies: [1, 2] }),
     );
     const bestRead = readTune.trials.reduce((a, b) => (b.ms < a.ms ? b : a));
-    details.readTune = { trials: readTune.trials.map((t) => ({ ...t, ms: Math.round(t.ms) })), best: { pageSize: bestRead.pageSize, concurrency: bestRead.concurrency } };
-    log(`raw read tuned on ${names[0]}: page ${bestRead.pageSize}, ${bestRead.concurrency} in flight (${readTune.trials.map((t) => `${t.pageSize}x${t.concurrency}:${Math.round(t.ms)}`).join(" ")})`);
+    const readBy = (byIds: boolean) => (byIds ? "by ids" : "by offset");
+    details.readTune = { trials: readTune.trials.map((t) => ({ ...t, ms: Math.round(t.ms) })), best: { pageSize: bestRead.pageSize, concurrency: bestRead.concurrency, byIds: bestRead.byIds } };
+    log(
+      `raw read tuned on ${names[0]}: page ${bestRead.pageSize}, ${bestRead.concurrency} in flight, ${readBy(bestRead.byIds)} (${readTune.trials.map((t) => `${t.pageSize}x${t.concurrency}${t.byIds ? " ids" : ""}:${Math.round(t.ms)}`).join(" ")})`,
+    );
+    const rawReadJob = { mode: "raw-read", url, collections: names, pageSize: bestRead.pageSize, concurrency: bestRead.concurrency, byIds: bestRead.byIds } as const;
 
     const rawReads: TimedResult[] = [];
     const backups: BackupResult[] = [];
     await phase("read-vs-backup", async () => {
       for (let r = 0; r < flags.repeats; r++) {
-        rawReads.push(await runWorker<TimedResult>({ mode: "raw-read", url, collections: names, pageSize: bestRead.pageSize, concurrency: bestRead.concurrency }));
+        rawReads.push(await runWorker<TimedResult>(rawReadJob));
         backups.push(await runWorker<BackupResult>({ mode: "backup", url, storeDir: storeDir(`full-${r}`), collections: names, options: flags.backupOpts }, flags.cpuProf));
         log(`  round ${r + 1}: raw read ${fmtMs(rawReads[r]!.ms)}, backup ${fmtMs(backups[r]!.ms)} (peak RSS ${backups[r]!.peakRssMb} MB)`);
       }
@@ -500,9 +504,7 @@ async function main(): Promise<void> {
     const pool = generateCollections({ specs, counts: changePool, dim, seed: seed + 1, corpus, corpusOffset: records });
     const changed = await phase("change-1pct", () => changeRecords(url, seeded, pool, 0.01, seed + 2));
     // A control for the backups that follow: how fast the plain client reads the changed data.
-    const readAfterChange = await phase("raw-read-after-change", () =>
-      runWorker<TimedResult>({ mode: "raw-read", url, collections: names, pageSize: bestRead.pageSize, concurrency: bestRead.concurrency }),
-    );
+    const readAfterChange = await phase("raw-read-after-change", () => runWorker<TimedResult>(rawReadJob));
     const incremental = await phase("incremental-backup", () => runWorker<BackupResult>({ mode: "backup", url, storeDir: storeDir("full-0"), collections: names, options: flags.backupOpts }));
     const noChange = await phase("no-change-backup", () => runWorker<BackupResult>({ mode: "backup", url, storeDir: storeDir("full-0"), collections: names, options: flags.backupOpts }));
     details.incremental = { changed, rawReadAfterChange: readAfterChange, backup: incremental };
@@ -656,7 +658,7 @@ function snapshotNote(r: Result, details: Record<string, unknown>): string {
 
 function printReport(r: Result, checks: Check[], details: Record<string, unknown>, seedDir: { apparent: number; allocated: number }, b: Baselines): void {
   const m = details.machine as { git: { commit: string | null; libChanges: string[] }; nproc: number; cpu: string; memoryGiB: number; node: string; chromaServer: string; chromadbClient: string; chromaBindings: string; loadavgAtStart: number[]; loadavgAtEnd: number[] };
-  const rt = details.readTune as { best: { pageSize: number; concurrency: number } };
+  const rt = details.readTune as { best: { pageSize: number; concurrency: number; byIds: boolean } };
   const wt = details.writeTune as { best: { batchSize: number; concurrency: number } };
   const inc = details.incremental as { backup: BackupResult; rawReadAfterChange: TimedResult };
   console.log("");
@@ -668,7 +670,7 @@ function printReport(r: Result, checks: Check[], details: Record<string, unknown
   console.log(
     table([
       ["figure", "value", "note"],
-      ["rawReadMs", fmtMs(r.rawReadMs), `plain client, page ${rt.best.pageSize}, ${rt.best.concurrency} in flight`],
+      ["rawReadMs", fmtMs(r.rawReadMs), `plain client, page ${rt.best.pageSize}, ${rt.best.concurrency} in flight, ${rt.best.byIds ? "by ids" : "by offset"}`],
       ["backupMs", fmtMs(r.backupMs), "takeSnapshot to fs"],
       ["rawWriteMs", fmtMs(r.rawWriteMs), `plain client add, batch ${wt.best.batchSize}, ${wt.best.concurrency} in flight`],
       ["restoreMs", fmtMs(r.restoreMs), "restoreSnapshot, rename into fresh collections"],

@@ -92,27 +92,34 @@ async function readCollection(
   collection: Collection,
   pageSize: number,
   concurrency: number,
+  byIds: boolean,
   onPage?: (page: Awaited<ReturnType<Collection["get"]>>) => void | Promise<void>,
 ): Promise<number> {
-  const count = await collection.count();
-  const offsets: number[] = [];
-  for (let o = 0; o < count; o += pageSize) offsets.push(o);
+  // By offset, or by ids: all ids listed in one get first, then pages of them (no offset
+  // for Chroma to skip; what the backup does).
+  const pages: (() => ReturnType<Collection["get"]>)[] = [];
+  if (byIds) {
+    const { ids } = await collection.get({ include: [] });
+    for (let o = 0; o < ids.length; o += pageSize) pages.push(() => collection.get({ ids: ids.slice(o, o + pageSize), include: ["embeddings", "documents", "metadatas"] }));
+  } else {
+    const count = await collection.count();
+    for (let o = 0; o < count; o += pageSize) pages.push(() => collection.get({ limit: pageSize, offset: o, include: ["embeddings", "documents", "metadatas"] }));
+  }
   let records = 0;
   if (concurrency <= 1 || onPage) {
-    for (const offset of offsets) {
-      const page = await collection.get({ limit: pageSize, offset, include: ["embeddings", "documents", "metadatas"] });
+    for (const get of pages) {
+      const page = await get();
       records += page.ids.length;
       await onPage?.(page);
     }
     return records;
   }
-  // Several pages in flight: each worker takes the next offset.
+  // Several pages in flight: each worker takes the next page.
   let next = 0;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
-      while (next < offsets.length) {
-        const offset = offsets[next++]!;
-        const page = await collection.get({ limit: pageSize, offset, include: ["embeddings", "documents", "metadatas"] });
+      while (next < pages.length) {
+        const page = await pages[next++]!();
         records += page.ids.length;
       }
     }),
@@ -120,13 +127,13 @@ async function readCollection(
   return records;
 }
 
-async function rawRead(url: string, names: string[], pageSize: number, concurrency: number): Promise<{ ms: number; records: number }> {
+async function rawRead(url: string, names: string[], pageSize: number, concurrency: number, byIds: boolean): Promise<{ ms: number; records: number }> {
   const client = await clientFor(url);
   const t0 = performance.now();
   let records = 0;
   for (const name of names) {
     const collection = await client.getCollection({ name });
-    records += await readCollection(collection, pageSize, concurrency);
+    records += await readCollection(collection, pageSize, concurrency, byIds);
   }
   return { ms: performance.now() - t0, records };
 }
@@ -181,7 +188,7 @@ async function baselines(url: string, names: string[], pageSize: number) {
     let float32Bytes = 0;
     let first = true;
     await naive.write("[");
-    await readCollection(collection, pageSize, 1, async (page) => {
+    await readCollection(collection, pageSize, 1, false, async (page) => {
       const parts: string[] = [];
       const dim = page.embeddings[0]?.length ?? 0;
       const floats = new Float32Array(page.ids.length * dim);
@@ -316,20 +323,22 @@ async function chunkFiles(storeDir: string, snapshotId: string): Promise<string[
 async function run(job: Job): Promise<unknown> {
   switch (job.mode) {
     case "read-tune": {
-      const trials: { pageSize: number; concurrency: number; ms: number; records: number }[] = [];
+      const trials: { pageSize: number; concurrency: number; byIds: boolean; ms: number; records: number }[] = [];
       // One untimed pass first, so the first trial does not pay for a cold server.
-      await rawRead(job.url, [job.collection], job.pageSizes[job.pageSizes.length - 1]!, 1);
-      for (const concurrency of job.concurrencies) {
-        for (const pageSize of job.pageSizes) {
-          const r = await rawRead(job.url, [job.collection], pageSize, concurrency);
-          trials.push({ pageSize, concurrency, ms: r.ms, records: r.records });
+      await rawRead(job.url, [job.collection], job.pageSizes[job.pageSizes.length - 1]!, 1, false);
+      for (const byIds of [false, true]) {
+        for (const concurrency of job.concurrencies) {
+          for (const pageSize of job.pageSizes) {
+            const r = await rawRead(job.url, [job.collection], pageSize, concurrency, byIds);
+            trials.push({ pageSize, concurrency, byIds, ms: r.ms, records: r.records });
+          }
         }
       }
       return { trials };
     }
     case "raw-read": {
       const rss = new RssSampler();
-      const r = await rawRead(job.url, job.collections, job.pageSize, job.concurrency);
+      const r = await rawRead(job.url, job.collections, job.pageSize, job.concurrency, job.byIds);
       return { ...r, ...rss.stop() };
     }
     case "baselines":

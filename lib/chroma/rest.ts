@@ -142,10 +142,24 @@ export class ChromaRest {
     return JSON.parse((await this.request("GET", `/collections/${id}/count`))!) as number;
   }
 
-  /** One page of records, in the server's stable order. */
-  /** A page of records; `buffers` lends the memory the response is read into (a backup reads many pages). */
+  /** A page of records, in the server's stable order; `buffers` lends the memory the response is read into (a backup reads many pages). */
   async getRecords(id: string, offset: number, limit: number, buffers = new ResponseBuffers()): Promise<RecordBatch> {
-    const body = JSON.stringify({ limit, offset, include: RECORD_FIELDS });
+    return this.getRecordsWhere(id, JSON.stringify({ limit, offset, include: RECORD_FIELDS }), buffers);
+  }
+
+  /** The records with these ids that still exist. */
+  async getRecordsByIds(id: string, ids: string[], buffers = new ResponseBuffers()): Promise<RecordBatch> {
+    return this.getRecordsWhere(id, JSON.stringify({ ids, include: RECORD_FIELDS }), buffers);
+  }
+
+  /** A page of a collection's ids, in the server's stable order. */
+  async listIds(id: string, offset: number, limit: number): Promise<string[]> {
+    const body = JSON.parse((await this.request("POST", `/collections/${id}/get`, JSON.stringify({ limit, offset, include: [] })))!) as { ids?: unknown };
+    if (!Array.isArray(body.ids) || !body.ids.every((x) => typeof x === "string")) throw new ChromaRequestError("Chroma returned no ids column", 502);
+    return body.ids as string[];
+  }
+
+  private async getRecordsWhere(id: string, body: string, buffers: ResponseBuffers): Promise<RecordBatch> {
     const bytes = (await this.send("POST", `/collections/${id}/get`, body, false, (response) => buffers.read(response)))!;
     try {
       return parseGetResponseBytes(bytes);
