@@ -1,4 +1,4 @@
-import { isUtf8 } from "node:buffer";
+import { Buffer, isUtf8 } from "node:buffer";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -86,13 +86,12 @@ export class JsonColumn {
 
 /** UTF-8 of `head`, then `middle` as it is, then UTF-8 of `tail`, in one buffer. */
 export function utf8Around(head: string, middle: Uint8Array, tail: string): Uint8Array<ArrayBuffer> {
-  // UTF-8 takes at most 3 bytes per UTF-16 code unit.
-  const out = new Uint8Array(3 * (head.length + tail.length) + middle.byteLength);
-  let o = encoder.encodeInto(head, out).written;
-  out.set(middle, o);
-  o += middle.byteLength;
-  o += encoder.encodeInto(tail, out.subarray(o)).written;
-  return out.subarray(0, o);
+  const headBytes = Buffer.byteLength(head, "utf8");
+  const out = new Uint8Array(headBytes + middle.byteLength + Buffer.byteLength(tail, "utf8"));
+  encoder.encodeInto(head, out);
+  out.set(middle, headBytes);
+  encoder.encodeInto(tail, out.subarray(headBytes + middle.byteLength));
+  return out;
 }
 
 export interface ScannedColumn {
