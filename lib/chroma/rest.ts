@@ -245,7 +245,8 @@ function toCollectionInfo(raw: RawJson): CollectionInfo {
 export function parseGetResponseBytes(bytes: Uint8Array): RecordBatch {
   const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const rows = embeddingRows(body);
-  let documents = documentsColumn(body);
+  // Chroma writes documents after the embeddings: searching from there skips most bytes.
+  let documents = (rows && documentsColumn(body, rows.end)) ?? documentsColumn(body, 0);
   if (documents && rows && documents.start < rows.end && rows.start < documents.end) documents = null;
   const cuts = [
     ...(rows ? [{ start: rows.start, end: rows.end, with: '"embeddings":null' }] : []),
@@ -275,10 +276,10 @@ export function parseGetResponseBytes(bytes: Uint8Array): RecordBatch {
 const DOCUMENTS_KEY = Buffer.from('"documents":');
 
 /** The documents member's value as a column, with where the member is, or null when it is not a canonically written column of strings and nulls. */
-function documentsColumn(body: Buffer): { start: number; end: number; column: JsonColumn } | null {
+function documentsColumn(body: Buffer, from: number): { start: number; end: number; column: JsonColumn } | null {
   // As with embeddings: the first occurrence outside a string is the top-level key, unless
   // a metadata key has the name, which parseGetResponseBytes detects.
-  const at = body.indexOf(DOCUMENTS_KEY);
+  const at = body.indexOf(DOCUMENTS_KEY, from);
   if (at < 0) return null;
   const scanned = scanStringColumn(body, at + DOCUMENTS_KEY.length);
   // Copied: the body's buffer is reused for the next page (ResponseBuffers).

@@ -46,9 +46,11 @@ export interface SnapshotOptions {
 
 /**
  * Deflate level for the text sections. Measured on the benchmark's text (BENCHMARKS.md):
- * 4 compresses 5% less than 6 for 55% of the CPU, and the backup is CPU-bound.
+ * 2 (with zlib's largest hash table) takes 95 ms and 3.94 MB, 4 takes 135-180 ms and
+ * 3.65 MB, 6 245-270 ms and 3.48 MB; the backup is CPU-bound, and the text is an eighth
+ * of a snapshot.
  */
-const DEFAULT_COMPRESSION_LEVEL = 4;
+const DEFAULT_COMPRESSION_LEVEL = 2;
 /** A previous chunk whose records are dropped once fewer than this share of them is still live. */
 const COMPACT_BELOW_LIVE_FRACTION = 0.5;
 /** Listings of a collection's ids after the first, to catch records a concurrent delete shifted past it. */
