@@ -80,7 +80,7 @@ function parseFlags(argv: string[]): Flags {
     scale: 5,
     skipScale: false,
     repeats: 2,
-    writeRepeats: 1,
+    writeRepeats: 2,
     cpuProf: null,
     keep: false,
     backupOpts: {},
@@ -136,7 +136,7 @@ function parseFlags(argv: string[]): Flags {
       case "--help":
       case "-h":
         console.log(
-          "npm run bench -- [--records N=20000] [--dim D=384] [--seed S=42] [--scale K=5] [--skip-scale] [--repeats R=2] [--write-repeats R=1] [--cpu-prof DIR] [--keep] [--backup-opts JSON] [--restore-opts JSON] [--out FILE]",
+          "npm run bench -- [--records N=20000] [--dim D=384] [--seed S=42] [--scale K=5] [--skip-scale] [--repeats R=2] [--write-repeats R=2] [--cpu-prof DIR] [--keep] [--backup-opts JSON] [--restore-opts JSON] [--out FILE]",
         );
         process.exit(0);
         break;
