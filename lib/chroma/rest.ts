@@ -245,8 +245,7 @@ function toCollectionInfo(raw: RawJson): CollectionInfo {
 export function parseGetResponseBytes(bytes: Uint8Array): RecordBatch {
   const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const rows = embeddingRows(body);
-  // Chroma writes documents after the embeddings: searching from there skips most bytes.
-  let documents = (rows && documentsColumn(body, rows.end)) ?? documentsColumn(body, 0);
+  let documents = documentsColumn(body, rows?.end ?? 0);
   if (documents && rows && documents.start < rows.end && rows.start < documents.end) documents = null;
   const cuts = [
     ...(rows ? [{ start: rows.start, end: rows.end, with: '"embeddings":null' }] : []),
@@ -276,10 +275,13 @@ export function parseGetResponseBytes(bytes: Uint8Array): RecordBatch {
 const DOCUMENTS_KEY = Buffer.from('"documents":');
 
 /** The documents member's value as a column, with where the member is, or null when it is not a canonically written column of strings and nulls. */
-function documentsColumn(body: Buffer, from: number): { start: number; end: number; column: JsonColumn } | null {
+function documentsColumn(body: Buffer, embeddingsEnd: number): { start: number; end: number; column: JsonColumn } | null {
   // As with embeddings: the first occurrence outside a string is the top-level key, unless
-  // a metadata key has the name, which parseGetResponseBytes detects.
-  const at = body.indexOf(DOCUMENTS_KEY, from);
+  // a metadata key has the name, which parseGetResponseBytes detects. Chroma writes the
+  // documents after the embeddings, so the search starts there (it skips most bytes), and
+  // only looks before them when the key is not found after.
+  let at = body.indexOf(DOCUMENTS_KEY, embeddingsEnd);
+  if (at < 0 && embeddingsEnd > 0) at = body.indexOf(DOCUMENTS_KEY);
   if (at < 0) return null;
   const scanned = scanStringColumn(body, at + DOCUMENTS_KEY.length);
   // Copied: the body's buffer is reused for the next page (ResponseBuffers).

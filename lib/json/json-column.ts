@@ -86,12 +86,17 @@ export class JsonColumn {
 
 /** UTF-8 of `head`, then `middle` as it is, then UTF-8 of `tail`, in one buffer. */
 export function utf8Around(head: string, middle: Uint8Array, tail: string): Uint8Array<ArrayBuffer> {
-  const headBytes = Buffer.byteLength(head, "utf8");
-  const out = new Uint8Array(headBytes + middle.byteLength + Buffer.byteLength(tail, "utf8"));
-  encoder.encodeInto(head, out);
-  out.set(middle, headBytes);
-  encoder.encodeInto(tail, out.subarray(headBytes + middle.byteLength));
+  const out = new Uint8Array(Buffer.byteLength(head, "utf8") + middle.byteLength + Buffer.byteLength(tail, "utf8"));
+  writeUtf8Around(out, head, middle, tail);
   return out;
+}
+
+/** Writes what utf8Around returns at the start of `out` (large enough); returns its length. */
+export function writeUtf8Around(out: Uint8Array, head: string, middle: Uint8Array, tail: string): number {
+  let o = encoder.encodeInto(head, out).written;
+  out.set(middle, o);
+  o += middle.byteLength;
+  return o + encoder.encodeInto(tail, out.subarray(o)).written;
 }
 
 export interface ScannedColumn {

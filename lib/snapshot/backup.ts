@@ -178,7 +178,6 @@ async function snapshotCollection(
   const newRefs: (ChunkRef | null)[] = [];
   const seen = new Set<string>();
   let dim = collection.dimension ?? 0;
-  let read = 0;
   let bytesRead = 0;
 
   // Chunks are encoded and uploaded in the background (a few at a time, see Uploader);
@@ -215,9 +214,8 @@ async function snapshotCollection(
       const full = chunker.push(page, digests, i);
       if (full) await emit(full.batch, full.digests);
     }
-    read += page.ids.length;
     bytesRead += page.embeddings.byteLength;
-    options.onProgress?.({ collection: collection.name, records: read, totalRecords: recordsAtStart, bytes: bytesRead });
+    options.onProgress?.({ collection: collection.name, records: seen.size, totalRecords: recordsAtStart, bytes: bytesRead });
   };
 
   const nextPage = pagesByIds(chroma, collection.id, pageSize, listSize, buffers);
@@ -303,19 +301,21 @@ interface Page {
  */
 function pagesByIds(chroma: ChromaRest, id: string, pageSize: number, listSize: number, buffers: ResponseBuffers): () => Promise<Page> {
   let listed: string[] = [];
+  let next = 0; // the first id of `listed` not taken yet
   let listOffset = 0;
   let listEnded = false;
   let listing: Promise<unknown> = Promise.resolve();
   const take = async (): Promise<{ ids: string[]; last: boolean }> => {
-    while (listed.length < pageSize && !listEnded) {
+    while (listed.length - next < pageSize && !listEnded) {
       const more = await chroma.listIds(id, listOffset, listSize);
       listOffset += listSize;
       listEnded = more.length < listSize;
-      listed = listed.length === 0 ? more : listed.concat(more);
+      listed = next === listed.length ? more : listed.slice(next).concat(more);
+      next = 0;
     }
-    const ids = listed.slice(0, pageSize);
-    listed = listed.slice(pageSize);
-    return { ids, last: listEnded && listed.length === 0 };
+    const ids = listed.slice(next, next + pageSize);
+    next += ids.length;
+    return { ids, last: listEnded && next === listed.length };
   };
   return async () => {
     const taken = listing.then(take);

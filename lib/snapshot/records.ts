@@ -1,5 +1,5 @@
 import * as crypto from "node:crypto";
-import { JsonColumn } from "../json/json-column.js";
+import { JsonColumn, writeUtf8Around } from "../json/json-column.js";
 
 /**
  * A batch of records in columns: what a Chroma page becomes, what a chunk holds, and
@@ -89,10 +89,7 @@ export function recordDigests(batch: RecordBatch): Uint8Array {
     const document = batch.documents.text(i);
     // UTF-8 takes at most 3 bytes per UTF-16 code unit.
     const input = scratch(3 * (head.length + tail.length) + document.byteLength + bytesPerRecord);
-    let o = encoder.encodeInto(head, input).written;
-    input.set(document, o);
-    o += document.byteLength;
-    o += encoder.encodeInto(tail, input.subarray(o)).written;
+    let o = writeUtf8Around(input, head, document, tail);
     input.set(embeddings.subarray(i * bytesPerRecord, (i + 1) * bytesPerRecord), o);
     o += bytesPerRecord;
     out.set(sha256Prefix(input.subarray(0, o)), i * 16);
@@ -100,7 +97,6 @@ export function recordDigests(batch: RecordBatch): Uint8Array {
   return out;
 }
 
-const encoder = new TextEncoder();
 let scratchBuffer = new Uint8Array(64 * 1024);
 function scratch(size: number): Uint8Array {
   if (scratchBuffer.byteLength < size) scratchBuffer = new Uint8Array(size * 2);
