@@ -43,6 +43,14 @@ export function toApiError(err: unknown): ApiError {
   if (err instanceof StorageError) {
     if (err.kind === "invalid_key") return { status: 400, code: "invalid_request", message: err.message };
     if (err.kind === "not_found") return { status: 404, code: "not_found", message: err.message };
+    if (err.kind === "full") {
+      return {
+        status: 507,
+        code: "storage_full",
+        message: `the store is full: ${err.message}. Nothing partial was committed. Free space with POST /prune (it also removes the chunks of failed backups) or grow the volume / raise the quota, then back up again`,
+        details: { driver: err.driver, operation: err.operation, key: err.key ?? null },
+      };
+    }
     return { status: 503, code: "storage_unavailable", message: `storage (${err.driver}) failed: ${err.message}`, details: { driver: err.driver, operation: err.operation, status: err.status ?? null } };
   }
   if (err instanceof BackupError) return { status: 500, code: "internal", message: err.message, details: err.details };

@@ -9,7 +9,10 @@ export interface PruneOptions {
   dryRun?: boolean;
   /** At most this many snapshots deleted in this call (oldest first); the rest wait. */
   limit?: number;
-  /** Unreferenced chunks younger than this (seconds) are left alone: they may belong to a backup still writing. */
+  /**
+   * Unreferenced chunks younger than this (seconds) are left alone: they may belong to a
+   * backup still writing. Default: 3600 for a dry run, 0 otherwise (see below).
+   */
   graceSeconds?: number;
   now?: () => Date;
   /** SNAPSHOT_SIGNING_KEY: a manifest without a valid signature counts as damaged. */
@@ -53,7 +56,12 @@ export async function prune(storage: Storage, rules: RetentionRules, options: Pr
     // A damaged manifest's chunk list is unknown: sweeping could delete what it needs.
     warnings.push(`chunk sweep skipped: ${catalog.damaged.length} damaged manifest(s): ${catalog.damaged.map((d) => d.id).join(", ")}`);
   } else {
-    const cutoff = now.getTime() - (options.graceSeconds ?? 3600) * 1000;
+    // A real run holds the store lock (BackupService.prune, and the retention run inside
+    // BackupService.backup, after its manifest is written): no backup can be uploading, so
+    // an unreferenced chunk is an orphan of a failed backup (a full disk's, say) and goes
+    // whatever its age. A dry run takes no lock: a backup may be writing chunks its
+    // manifest does not name yet, so young ones are reported as kept.
+    const cutoff = now.getTime() - (options.graceSeconds ?? (dryRun ? 3600 : 0)) * 1000;
     for (const prefix of ["chunks/", "digests/"]) {
       const isChunk = prefix === "chunks/";
       for await (const info of storage.list(prefix)) {

@@ -2,10 +2,10 @@ import { Buffer } from "node:buffer";
 import { ResponseBuffers, type ChromaRest, type CollectionInfo } from "../chroma/rest.js";
 import { JsonColumn } from "../json/json-column.js";
 import { InvalidRequestError } from "../errors.js";
-import { isNotFound } from "../storage/errors.js";
+import { isNotFound, StorageError } from "../storage/errors.js";
 import { retryStorage } from "../storage/retry.js";
 import { readAll } from "../storage/streams.js";
-import type { Storage } from "../storage/types.js";
+import type { ObjectStat, Storage } from "../storage/types.js";
 import { readCatalog, forEachLimited } from "./catalog.js";
 import { chunkKey, decodeDigests, digestsKey, encodeChunk, encodeDigests, sha256Hex } from "./chunk.js";
 import { FORMAT_VERSION, manifestKey, newSnapshotId, serializeManifest, type ChunkRef, type CollectionEntry, type Manifest } from "./manifest.js";
@@ -403,10 +403,12 @@ class Chunker {
 
 /**
  * Uploads chunks with bounded concurrency (so memory holds a few chunks at most), skips
- * chunks the store already has, and counts the bytes it really wrote.
+ * chunks the store already holds intact, and counts the bytes it really wrote.
  */
 class Uploader {
   newBytes = 0;
+  /** Objects found under a chunk's key with the wrong size (a short write, a damaged file), put again. */
+  replaced: string[] = [];
   private inflight = new Set<Promise<void>>();
   private failure: { error: unknown } | null = null;
 
@@ -439,22 +441,46 @@ class Uploader {
 
   /** Content-addressed, so every call here is safe to repeat: transient failures are retried. */
   private async store(hash: string, bytes: Uint8Array, sidecar: Uint8Array): Promise<void> {
-    const exists = await retryStorage(() =>
-      this.storage.head(chunkKey(hash)).then(
-        () => true,
-        (err: unknown) => {
-          if (isNotFound(err)) return false;
-          throw err;
-        },
-      ),
-    );
-    if (!exists) {
-      await retryStorage(() => this.storage.put(chunkKey(hash), bytes));
+    const key = chunkKey(hash);
+    const intact = await this.holdsIntact(key, bytes.byteLength);
+    if (!intact) {
+      await retryStorage(() => this.storage.put(key, bytes));
+      // Cheap insurance against a driver that reports success for a short object: the
+      // manifest must never name a chunk the store does not hold whole.
+      const stored = await retryStorage(() => this.storage.head(key));
+      if (stored.size !== bytes.byteLength) {
+        throw new StorageError(`${this.storage.driver}: put "${key}" stored ${stored.size} bytes of ${bytes.byteLength}`, {
+          driver: this.storage.driver,
+          operation: "put",
+          key,
+          retryable: true,
+          kind: "unavailable",
+        });
+      }
       this.newBytes += bytes.byteLength;
     }
     // The sidecar is written every time: its content follows from the chunk's, so this
     // repairs a damaged or forged one, which the manifest's `digests` would refuse.
     await retryStorage(() => this.storage.put(digestsKey(hash), sidecar));
-    if (!exists) this.newBytes += sidecar.byteLength;
+    if (!intact) this.newBytes += sidecar.byteLength;
+  }
+
+  /**
+   * Whether the store already holds this chunk: an object whose size is the chunk's is
+   * trusted without a download (its name is its sha256, checked by every reader). One of
+   * another size cannot hold these bytes (a short write of a failed backup, a damaged
+   * file): it is put again, whatever its content.
+   */
+  private async holdsIntact(key: string, size: number): Promise<boolean> {
+    let stat: ObjectStat;
+    try {
+      stat = await retryStorage(() => this.storage.head(key));
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+    if (stat.size === size) return true;
+    this.replaced.push(key);
+    return false;
   }
 }

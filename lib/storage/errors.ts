@@ -5,8 +5,10 @@ export type StorageOperation = "put" | "putIfAbsent" | "get" | "head" | "list" |
  * - `invalid_key`: the key breaks the key rules; a caller's mistake, not retryable.
  * - `unavailable`: the backend could not be reached or kept failing after retries.
  * - `failed`: the backend answered with a non-transient error.
+ * - `full`: the backend has no room for the write (ENOSPC/EDQUOT, a quota, HTTP 507);
+ *   not retryable: space has to be freed (prune) or added first. Nothing was left under the key.
  */
-export type StorageErrorKind = "not_found" | "invalid_key" | "unavailable" | "failed";
+export type StorageErrorKind = "not_found" | "invalid_key" | "unavailable" | "failed" | "full";
 
 export interface StorageErrorInit {
   driver: string;
@@ -51,6 +53,10 @@ export function notFound(driver: string, operation: StorageOperation, key: strin
     kind: "not_found",
     status: 404,
   });
+}
+
+export function isStorageFull(err: unknown): err is StorageError {
+  return err instanceof StorageError && err.kind === "full";
 }
 
 /** HTTP statuses worth another try: throttling and server-side failures. */

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { link, mkdir, open, opendir, readdir, rename, rm, stat, unlink } from "node:fs/promises";
+import { link, mkdir, open, opendir, readdir, rename, rm, stat, statfs, unlink, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { notFound, StorageError, type StorageOperation } from "./errors.js";
@@ -44,12 +44,24 @@ export function fsStorage(root: string): Storage {
       driver,
       operation,
       key,
-      kind: code === "ENOSPC" || code === "EACCES" || code === "EROFS" ? "unavailable" : "failed",
+      kind: code === "ENOSPC" || code === "EDQUOT" ? "full" : code === "EACCES" || code === "EROFS" ? "unavailable" : "failed",
       cause: err,
     });
   }
 
-  /** Streams the body into a fsynced temp file; returns its path. Removes it on failure. */
+  /** The error for a write the disk had no room for, with what was written and what is free. */
+  async function diskFull(operation: StorageOperation, key: string, err: unknown, written: number, needed: number | undefined): Promise<StorageError> {
+    const free = await statfs(root).then(
+      (s) => `${s.bavail * s.bsize} bytes free`,
+      () => "free space unknown",
+    );
+    const code = (err as NodeJS.ErrnoException).code;
+    return new StorageError(
+      `fs: ${operation} "${key}" failed: no space left on the volume of ${root} (${code}): wrote ${written} of ${needed === undefined ? "a stream of" : `${needed}`} bytes, ${free}; nothing was kept under the key`,
+      { driver, operation, key, kind: "full", cause: err },
+    );
+  }
+
   let staleSwept: Promise<void> | null = null;
 
   /**
@@ -65,32 +77,44 @@ export function fsStorage(root: string): Storage {
     }
   }
 
-  async function writeTemp(body: Body): Promise<string> {
+  /**
+   * Streams the body into a fsynced temp file and returns its path; removes it on failure.
+   * Every write is checked for its count: a write into a full tmpfs can resolve short
+   * without an error, so the rest is written again, and a write that makes no progress is
+   * a full disk. The file's size is checked against the bytes written before it is used.
+   */
+  async function writeTemp(operation: StorageOperation, key: string, body: Body): Promise<string> {
     const dir = join(root, PARTIAL_DIR);
     await mkdir(dir, { recursive: true });
     await (staleSwept ??= sweepStaleTemps(dir));
     const tmp = join(dir, `${Date.now()}-${randomBytes(6).toString("hex")}`);
     const handle = await open(tmp, "wx", 0o644);
+    const needed = body instanceof Uint8Array ? body.byteLength : undefined;
+    const progress = { written: 0 };
     try {
       if (body instanceof Uint8Array) {
-        await handle.write(body);
+        await writeFully(handle, body, progress);
       } else {
         const reader = body.getReader();
         try {
           while (true) {
             const { done, value } = await reader.read();
             if (done) break;
-            await handle.write(value);
+            await writeFully(handle, value, progress);
           }
         } finally {
           reader.releaseLock();
         }
       }
       await handle.sync();
+      const { size } = await handle.stat();
+      if (size !== progress.written) throw new Error(`the temp file holds ${size} bytes, ${progress.written} were written`);
       await handle.close();
     } catch (err) {
       await handle.close().catch(() => {});
       await rm(tmp, { force: true });
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOSPC" || code === "EDQUOT") throw await diskFull(operation, key, err, progress.written, needed);
       throw err;
     }
     return tmp;
@@ -136,9 +160,14 @@ export function fsStorage(root: string): Storage {
     async put(key, body) {
       const path = pathOf("put", key);
       try {
-        const tmp = await writeTemp(body);
-        await mkdir(dirname(path), { recursive: true });
-        await rename(tmp, path);
+        const tmp = await writeTemp("put", key, body);
+        try {
+          await mkdir(dirname(path), { recursive: true });
+          await rename(tmp, path);
+        } catch (err) {
+          await rm(tmp, { force: true });
+          throw err;
+        }
         await syncDir(dirname(path));
       } catch (err) {
         fail("put", key, err);
@@ -155,7 +184,7 @@ export function fsStorage(root: string): Storage {
         if ((err as NodeJS.ErrnoException).code !== "ENOENT") fail("putIfAbsent", key, err);
       }
       try {
-        const tmp = await writeTemp(body);
+        const tmp = await writeTemp("putIfAbsent", key, body);
         try {
           await mkdir(dirname(path), { recursive: true });
           // link(2) fails with EEXIST when the name is taken: the atomic "if absent",
@@ -239,3 +268,13 @@ export function fsStorage(root: string): Storage {
   };
 }
 
+/** Writes all of `bytes` at the file's position, again for what a short write left out. */
+async function writeFully(handle: FileHandle, bytes: Uint8Array, progress: { written: number }): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.byteLength) {
+    const { bytesWritten } = await handle.write(bytes, offset, bytes.byteLength - offset);
+    if (bytesWritten <= 0) throw Object.assign(new Error(`a write of ${bytes.byteLength - offset} bytes wrote none`), { code: "ENOSPC" });
+    offset += bytesWritten;
+    progress.written += bytesWritten;
+  }
+}

@@ -1,4 +1,4 @@
-import { notFound } from "./errors.js";
+import { notFound, StorageError, type StorageOperation } from "./errors.js";
 import { assertValidKey, assertValidPrefix } from "./keys.js";
 import { bodyToStream, readAll } from "./streams.js";
 import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
@@ -8,14 +8,40 @@ interface StoredObject {
   lastModified: Date;
 }
 
+export interface MemoryStorageOptions {
+  /** A quota: a write that would take the bytes held past it fails with kind `full`. */
+  maxBytes?: number;
+}
+
 /** Objects held in a Map: for tests and dry runs. Writes are atomic (buffer, then set). */
-export function memoryStorage(): Storage {
+export function memoryStorage(options: MemoryStorageOptions = {}): Storage {
   const driver = "memory";
   const objects = new Map<string, StoredObject>();
+  const maxBytes = options.maxBytes ?? Infinity;
+
+  /** The body's bytes, if they fit in the quota beside everything but `key`'s current object. */
+  async function accept(operation: StorageOperation, key: string, body: Body): Promise<Uint8Array> {
+    let held = 0;
+    for (const [k, object] of objects) if (k !== key) held += object.bytes.byteLength;
+    const room = Math.max(0, maxBytes - held);
+    const full = (needed: string) =>
+      new StorageError(`memory: ${operation} "${key}" failed: the quota of ${maxBytes} bytes is full: ${held} bytes held, ${needed} needed`, { driver, operation, key, kind: "full" });
+    if (body instanceof Uint8Array) {
+      if (body.byteLength > room) throw full(String(body.byteLength));
+      return body.slice();
+    }
+    try {
+      return await readAll(body, room);
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err;
+      await body.cancel().catch(() => {});
+      throw full(`more than ${room}`);
+    }
+  }
 
   async function put(key: string, body: Body): Promise<void> {
     assertValidKey(driver, "put", key);
-    const bytes = body instanceof Uint8Array ? body.slice() : await readAll(bodyToStream(body));
+    const bytes = await accept("put", key, body);
     objects.set(key, { bytes, lastModified: new Date() });
   }
 
@@ -37,7 +63,7 @@ export function memoryStorage(): Storage {
       const placeholder = { bytes: new Uint8Array(0), lastModified: new Date() };
       objects.set(key, placeholder);
       try {
-        const bytes = body instanceof Uint8Array ? body.slice() : await readAll(body);
+        const bytes = await accept("putIfAbsent", key, body);
         objects.set(key, { bytes, lastModified: new Date() });
         return true;
       } catch (err) {

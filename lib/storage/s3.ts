@@ -154,12 +154,17 @@ export function s3Storage(options: S3Options): Storage {
       return notFound(driver, call.operation, call.key);
     }
     const requestId = response.headers.get("x-amz-request-id");
+    // 507 Insufficient Storage: a server (MinIO, a gateway) out of space. Not retryable.
+    const full = status === 507;
     // A 200 that carries an <Error> (CompleteMultipartUpload) is S3 failing internally: retry.
-    const retryable = isTransientStatus(status) || response.ok || code === "InternalError" || code === "SlowDown";
+    // A body that did not match its signed sha256 or Content-Length was damaged on the way:
+    // the server stored nothing, and the bytes are ours to send again.
+    const retryable =
+      !full && (isTransientStatus(status) || response.ok || code === "InternalError" || code === "SlowDown" || code === "XAmzContentSHA256Mismatch" || code === "BadDigest" || code === "IncompleteBody");
     const detail = [code, message].filter(Boolean).join(": ");
     return new StorageError(
       `${describe(call)} failed: HTTP ${status}${detail ? ` ${detail}` : ""}${requestId ? ` (request id ${requestId})` : ""}`,
-      { driver, operation: call.operation, key: call.key, status, retryable, kind: retryable ? "unavailable" : "failed" },
+      { driver, operation: call.operation, key: call.key, status, retryable, kind: full ? "full" : retryable ? "unavailable" : "failed" },
     );
   }
 
