@@ -69,7 +69,10 @@ interface Call {
  * - put: bytes go up in one PUT. A stream is read one part at a time; if it ends within the
  *   first part it goes up in one PUT too, otherwise as a multipart upload, which is aborted
  *   on any failure so nothing appears under the key. Parts are buffered, so each is retried.
- * - putIfAbsent: `If-None-Match: *`, which S3 (since 2024), R2 and MinIO honour atomically.
+ * - putIfAbsent: `If-None-Match: *`, which S3 (since 2024), R2 and MinIO honour atomically:
+ *   412 means the key is taken, 409 ConditionalRequestConflict (a rival write in flight) is retried.
+ * - Every body goes with its sha256 in the signed `x-amz-content-sha256`: S3 refuses a body
+ *   damaged or cut short on the way (XAmzContentSHA256Mismatch) instead of storing it.
  * - Every repeatable request is retried with backoff on 408/429/5xx and network errors.
  */
 export function s3Storage(options: S3Options): Storage {
@@ -157,10 +160,12 @@ export function s3Storage(options: S3Options): Storage {
     // 507 Insufficient Storage: a server (MinIO, a gateway) out of space. Not retryable.
     const full = status === 507;
     // A 200 that carries an <Error> (CompleteMultipartUpload) is S3 failing internally: retry.
+    // 409 ConditionalRequestConflict: a rival conditional write to the key was in flight and
+    // may yet fail; ask again (a retry then meets 412 if the rival won).
     // A body that did not match its signed sha256 or Content-Length was damaged on the way:
     // the server stored nothing, and the bytes are ours to send again.
     const retryable =
-      !full && (isTransientStatus(status) || response.ok || code === "InternalError" || code === "SlowDown" || code === "XAmzContentSHA256Mismatch" || code === "BadDigest" || code === "IncompleteBody");
+      !full && (isTransientStatus(status) || response.ok || code === "InternalError" || code === "SlowDown" || code === "ConditionalRequestConflict" || code === "XAmzContentSHA256Mismatch" || code === "BadDigest" || code === "IncompleteBody");
     const detail = [code, message].filter(Boolean).join(": ");
     return new StorageError(
       `${describe(call)} failed: HTTP ${status}${detail ? ` ${detail}` : ""}${requestId ? ` (request id ${requestId})` : ""}`,
@@ -210,15 +215,12 @@ export function s3Storage(options: S3Options): Storage {
         "content-type": "application/octet-stream",
         ...(writeId ? { "if-none-match": "*", [WRITE_ID_HEADER]: writeId } : {}),
       },
-      accept: ifAbsent ? [409, 412] : [],
+      accept: ifAbsent ? [412] : [],
     };
     return request(call, async (response, attempt) => {
-      const text = await response.text();
+      await drain(response);
       if (response.ok) return true;
-      // 409 ConditionalRequestConflict: a rival conditional write to the key is in flight
-      // (S3); treat the key as taken, as for 412. Any other 409 is a real failure.
-      if (response.status === 409 && xmlText(text, "Code") !== "ConditionalRequestConflict") throw await failure(call, response, text);
-      // A retry that finds the key taken may be finding our own earlier try, whose answer was lost.
+      // 412: the key is taken. A retry that finds the key taken may be finding our own earlier try, whose answer was lost.
       if (attempt > 1 && writeId) return (await writeIdOf(key)) === writeId;
       return false;
     });
@@ -331,15 +333,13 @@ export function s3Storage(options: S3Options): Storage {
         query: [["uploadId", uploadId]],
         headers: { "content-type": "application/xml", ...(ifAbsent ? { "if-none-match": "*" } : {}) },
         body: new TextEncoder().encode(xml),
-        accept: ifAbsent ? [409, 412] : [],
+        accept: ifAbsent ? [412] : [],
       };
       const created = await request(complete, async (response) => {
         const text = await response.text();
         // S3 may answer 200 and still fail, with an <Error> body (its docs say to check).
         if (response.ok && /<Error[\s>]/.test(text)) throw await failure(complete, response, text);
-        if (response.ok) return true;
-        if (response.status === 409 && xmlText(text, "Code") !== "ConditionalRequestConflict") throw await failure(complete, response, text);
-        return false;
+        return response.ok; // 412: the key is taken
       });
       if (!created) await abort(operation, key, uploadId);
       return created;

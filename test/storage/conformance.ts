@@ -9,17 +9,40 @@ export interface ConformanceTarget {
   cleanup?: () => Promise<void>;
 }
 
+/** A store whose writes meet a fault; reads through it are unaffected. */
+export interface FaultTarget {
+  storage: Storage;
+  /** The error kind every faulty write must fail with (`full` for a full disk or quota); any StorageError when absent. */
+  kind?: StorageError["kind"];
+  cleanup?: () => Promise<void>;
+}
+
+/**
+ * Write faults, injected where each driver meets them for real: a small tmpfs for fs, a
+ * quota for memory, a transport that alters the request body for the network drivers.
+ * Each resolves a reason string when the fault cannot be set up here (printed, then skipped).
+ */
+export interface ConformanceFaults {
+  /**
+   * The medium takes fewer bytes than a write sends, about `acceptBytes`: a filesystem
+   * that fills up (on tmpfs a write then resolves short, without an error), a quota, a
+   * transport that delivers a truncated body as if whole.
+   */
+  shortWrite(acceptBytes: number): Promise<FaultTarget | string>;
+  /** The write fails half way: the disk fills mid-stream, the connection is cut after `afterBytes` of a body. */
+  cutWrite(afterBytes: number): Promise<FaultTarget | string>;
+}
+
 export interface ConformanceOptions {
   /** Shown in test names. */
   name: string;
   /** Called once before the suite; returns a fresh, empty store. */
   create: () => Promise<ConformanceTarget>;
   /**
-   * Capabilities the local test server lacks although the driver relies on them against
-   * the real service (s3rver ignores `If-None-Match`). Each is printed and its tests are
-   * reported as skipped, never as passed.
+   * How this target injects write faults (see ConformanceFaults). A target without them
+   * says where its fault tests run instead; that is printed, as is a target with neither.
    */
-  serverLacks?: { atomicPutIfAbsent?: string };
+  faults?: ConformanceFaults | { elsewhere: string };
   /** Size of the streamed large object; 64 MiB unless a test says otherwise. */
   largeBytes?: number;
   /** How many keys the list test writes; 2,500 unless a test says otherwise. */
@@ -228,18 +251,13 @@ export function storageConformance(options: ConformanceOptions): void {
       expect(leftovers).toEqual(["fail/existing"]);
     }, 120_000);
 
-    const lacks = options.serverLacks?.atomicPutIfAbsent;
-    if (lacks) console.warn(`[conformance ${options.name}] skipped putIfAbsent tests: ${lacks}`);
-    const putIfAbsentTest = lacks ? it.skip : it;
-
-    putIfAbsentTest("putIfAbsent writes once and never overwrites", async () => {
+    it("putIfAbsent writes once and never overwrites", async () => {
       expect(await storage.putIfAbsent("pia/single", text("first"))).toBe(true);
       expect(await storage.putIfAbsent("pia/single", text("second"))).toBe(false);
       expect(new TextDecoder().decode(await getBytes(storage, "pia/single"))).toBe("first");
     });
 
-    const atomicTest = lacks ? it.skip : it;
-    atomicTest("putIfAbsent has exactly one winner among 20 concurrent callers (drivers that declare it atomic)", async (ctx) => {
+    it("putIfAbsent has exactly one winner among 20 concurrent callers (drivers that declare it atomic)", async (ctx) => {
       if (!storage.capabilities.atomicPutIfAbsent) {
         console.warn(`[conformance ${options.name}] ${storage.driver} declares putIfAbsent non-atomic: race test skipped`);
         ctx.skip();
@@ -251,5 +269,83 @@ export function storageConformance(options: ConformanceOptions): void {
       expect(winners.length).toBe(1);
       expect(new TextDecoder().decode(await getBytes(storage, "pia/race"))).toBe(`caller-${winners[0]}`);
     });
+  });
+
+  if (!options.faults) console.warn(`[conformance ${options.name}] no write-fault hook: the write-fault tests do not run for this target`);
+  else if ("elsewhere" in options.faults) console.warn(`[conformance ${options.name}] write-fault tests: ${options.faults.elsewhere}`);
+  else storageFaultConformance(options.name, options.faults);
+}
+
+/** `length` deterministic bytes (byte i is (start + i) mod 251). */
+function pattern(length: number, start = 0): Uint8Array {
+  const bytes = new Uint8Array(length);
+  for (let i = 0; i < length; i++) bytes[i] = (start + i) % 251;
+  return bytes;
+}
+
+function patternStream(length: number): ReadableStream<Uint8Array> {
+  let offset = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (offset >= length) return controller.close();
+      const n = Math.min(777_777, length - offset);
+      controller.enqueue(pattern(n, offset));
+      offset += n;
+    },
+  });
+}
+
+/**
+ * The write-fault half of the suite, for every driver (r2 runs it from
+ * test/workers/r2-driver.test.ts): a write the medium takes only in part, and one cut half
+ * way, must fail with a StorageError and leave nothing under the key (an older object
+ * stays whole), for bytes and stream bodies, put and putIfAbsent. `keyPrefix` keeps its
+ * keys apart from a shared bucket's other users.
+ */
+export function storageFaultConformance(name: string, faults: ConformanceFaults, keyPrefix = "fault/"): void {
+  const cases: [string, (arg: number) => Promise<FaultTarget | string>, number][] = [
+    ["a write the medium takes only in part (a full disk, a truncated body)", (n) => faults.shortWrite(n), 256 * 1024],
+    ["a write that fails half way (the disk fills mid-stream, the connection is cut)", (n) => faults.cutWrite(n), 1024 * 1024],
+  ];
+  describe(`storage write faults: ${name}`, () => {
+    for (const [title, make, limit] of cases) {
+      it(`${title} fails, and leaves nothing under the key; an older object stays whole`, async (ctx) => {
+        const target = await make(limit);
+        if (typeof target === "string") {
+          console.warn(`[conformance ${name}] skipped "${title}": ${target}`);
+          ctx.skip();
+          return;
+        }
+        const { storage } = target;
+        const at = (k: string) => `${keyPrefix}${k}`;
+        try {
+          const old = text("the old object");
+          await storage.put(at("old"), old);
+          const attempts: [string, () => Promise<unknown>][] = [
+            ["put bytes", () => storage.put(at("new"), pattern(3 * limit))],
+            ["put bytes over an older object", () => storage.put(at("old"), pattern(3 * limit))],
+            // Over two parts, so multipart drivers meet the fault in a part.
+            ["put stream", () => storage.put(at("stream"), patternStream(12 * MiB))],
+            ["putIfAbsent bytes", () => storage.putIfAbsent(at("absent"), pattern(3 * limit))],
+          ];
+          for (const [what, attempt] of attempts) {
+            const err = await attempt().then(
+              () => null,
+              (e: unknown) => e,
+            );
+            expect(err, `${what}: expected a StorageError`).toBeInstanceOf(StorageError);
+            if (target.kind) expect((err as StorageError).kind, `${what}: ${(err as Error).message}`).toBe(target.kind);
+            if (target.kind === "full") expect((err as Error).message, what).toMatch(/\d+ bytes/);
+          }
+          for (const k of ["new", "stream", "absent"]) await expectNotFound(storage.head(at(k)));
+          expect(await getBytes(storage, at("old"))).toEqual(old);
+          const left: string[] = [];
+          for await (const info of storage.list(keyPrefix)) left.push(info.key);
+          expect(left).toEqual([at("old")]);
+        } finally {
+          await target.cleanup?.();
+        }
+      }, 120_000);
+    }
   });
 }

@@ -3,7 +3,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, it } from "vitest";
 import { fsStorage } from "../../lib/storage/fs.js";
+import { mountTmpfs } from "../fixtures/tmpfs.js";
 import { storageConformance, failingStream } from "./conformance.js";
+
+/**
+ * A real tmpfs of `bytes`: a write past it resolves short and then fails with ENOSPC, in
+ * the middle of a bytes body or a stream, which is both faults of the suite at once.
+ */
+async function smallDisk(bytes: number) {
+  const disk = await mountTmpfs(bytes);
+  if (typeof disk === "string") return disk;
+  return { storage: fsStorage(disk.dir), kind: "full" as const, cleanup: () => disk.unmount() };
+}
 
 storageConformance({
   name: "fs",
@@ -11,6 +22,7 @@ storageConformance({
     const root = await mkdtemp(join(tmpdir(), "storage-fs-"));
     return { storage: fsStorage(root), cleanup: () => rm(root, { recursive: true, force: true }) };
   },
+  faults: { shortWrite: smallDisk, cutWrite: smallDisk },
 });
 
 it("fs: a failed write leaves no temp file behind and none is listed", async () => {

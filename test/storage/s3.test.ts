@@ -67,10 +67,37 @@ function streamOf(bytes: Uint8Array, piece = 700_001): ReadableStream<Uint8Array
 
 const sha256 = (bytes: Uint8Array | string) => createHash("sha256").update(bytes).digest("hex");
 
+/**
+ * A transport that alters every request body over `limit` bytes: `short` delivers only its
+ * first `limit` bytes as a complete, well-framed body (headers as signed); `cut` sends
+ * `limit` bytes and then breaks the connection.
+ */
+function faultyBodyFetch(mode: "short" | "cut", limit: number): typeof fetch {
+  return (async (request: Request) => {
+    if (request.body === null) return fetch(request);
+    const bytes = new Uint8Array(await request.arrayBuffer());
+    if (bytes.byteLength <= limit) return fetch(new Request(request, { body: bytes }));
+    const init = { method: request.method, headers: request.headers, redirect: "manual" as const };
+    if (mode === "short") return fetch(new Request(request.url, { ...init, body: bytes.slice(0, limit) }));
+    let sent = false;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent) return controller.error(new Error("connection cut by the test"));
+        sent = true;
+        controller.enqueue(bytes.slice(0, limit));
+      },
+    });
+    return fetch(new Request(request.url, { ...init, body, duplex: "half" } as RequestInit));
+  }) as typeof fetch;
+}
+
 storageConformance({
   name: "s3 (s3rver)",
   create: async () => ({ storage: s3Storage({ endpoint, bucket: "conformance", ...CREDENTIALS }) }),
-  serverLacks: { atomicPutIfAbsent: "s3rver ignores If-None-Match" },
+  faults: {
+    shortWrite: async (limit) => ({ storage: s3Storage({ endpoint, bucket: "conformance", ...CREDENTIALS, retry: fastRetry, fetch: faultyBodyFetch("short", limit) }) }),
+    cutWrite: async (limit) => ({ storage: s3Storage({ endpoint, bucket: "conformance", ...CREDENTIALS, retry: fastRetry, fetch: faultyBodyFetch("cut", limit) }) }),
+  },
 });
 
 describe("s3 driver against s3rver", () => {
@@ -228,7 +255,7 @@ describe("s3 driver against s3rver", () => {
   });
 
   it("putIfAbsent: 412 means taken, and a retry meeting 412 checks whether the winner was itself", async () => {
-    // s3rver ignores If-None-Match, so this fetch plays the server's conditional answers.
+    // The fetch plays the server's answers that cannot be had on demand (a lost answer, a 503).
     let script: ("forward" | "lose-answer" | "unavailable" | "precondition-failed")[] = [];
     const conditional = (async (request: Request) => {
       if (request.method === "PUT" && request.headers.get("if-none-match") === "*") {
@@ -262,13 +289,24 @@ describe("s3 driver against s3rver", () => {
     expect(script).toEqual([]);
   });
 
-  it("putIfAbsent: a 409 ConditionalRequestConflict is a loss, another 409 is an error", async () => {
-    let answer = s3ErrorResponse(409, "ConditionalRequestConflict", "A conflicting conditional operation is in progress");
-    const conflicted = (async () => answer.clone()) as unknown as typeof fetch;
-    const s3 = storage({ fetch: conflicted, retry: fastRetry });
-    expect(await s3.putIfAbsent("pia/conflict", text("x"))).toBe(false);
-    answer = s3ErrorResponse(409, "OperationAborted", "A conflicting conditional operation is currently in progress against this resource.");
-    await expect(s3.putIfAbsent("pia/conflict", text("x"))).rejects.toThrow(/HTTP 409 OperationAborted/);
+  it("putIfAbsent: a 409 ConditionalRequestConflict is retried (a rival in flight may fail), another 409 is an error", async () => {
+    const conflict = () => s3ErrorResponse(409, "ConditionalRequestConflict", "A conflicting conditional operation is in progress");
+    // One conflict, then the server decides: the retry goes through.
+    let conflicts = 1;
+    const once = (async (request: Request) => (request.method === "PUT" && conflicts-- > 0 ? conflict() : fetch(request))) as typeof fetch;
+    expect(await storage({ fetch: once, retry: fastRetry }).putIfAbsent("pia/conflict-once", text("x"))).toBe(true);
+    // Conflicts to the end: a retryable error, never a made-up answer.
+    const always = (async () => conflict()) as unknown as typeof fetch;
+    const err = await storage({ fetch: always, retry: fastRetry })
+      .putIfAbsent("pia/conflict", text("x"))
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
+    expect(err).toBeInstanceOf(StorageError);
+    expect(err).toMatchObject({ status: 409, retryable: true, kind: "unavailable" });
+    const aborted = (async () => s3ErrorResponse(409, "OperationAborted", "A conflicting conditional operation is currently in progress against this resource.")) as unknown as typeof fetch;
+    await expect(storage({ fetch: aborted, retry: fastRetry }).putIfAbsent("pia/conflict", text("x"))).rejects.toThrow(/HTTP 409 OperationAborted/);
   });
 
   it("a 404 NoSuchBucket is a configuration error, never a missing key", async () => {
