@@ -122,10 +122,15 @@ export function replitStorage(options: ReplitStorageOptions = {}): Storage {
     }, options.retry);
   }
 
-  /** One multipart request; with `ifAbsent`, GCS creates the object only if there is none. */
+  /**
+   * One multipart request; with `ifAbsent`, GCS creates the object only if there is none.
+   * The body's MD5 goes in the metadata, so GCS refuses a body damaged on the way (the
+   * library's own check comes after the object replaced the old one, and deletes both).
+   */
   async function saveBytes(file: File, bytes: Uint8Array, ifAbsent: boolean): Promise<void> {
     await file.save(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
       resumable: false,
+      metadata: { md5Hash: md5Base64(bytes) },
       ...(ifAbsent ? { preconditionOpts: { ifGenerationMatch: 0 } } : {}),
     });
   }

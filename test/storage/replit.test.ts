@@ -3,7 +3,8 @@ import { isNotFound, StorageError } from "../../lib/storage/errors.js";
 import { replitStorage } from "../../lib/storage/replit.js";
 import { readAll } from "../../lib/storage/streams.js";
 import { startGcsServer, type GcsServer } from "../fixtures/gcs-server.js";
-import { failingStream, storageConformance } from "./conformance.js";
+import { startBodyFaultProxy } from "../fixtures/body-fault-proxy.js";
+import { failingStream, storageConformance, type FaultTarget } from "./conformance.js";
 
 // The client reads STORAGE_EMULATOR_HOST when it is constructed (lazily, on first use),
 // so the server starts, and the variable is set, before any driver call.
@@ -21,7 +22,28 @@ afterAll(async () => {
   await server?.close();
 });
 
-storageConformance({ name: "replit", create: async () => ({ storage: newStorage() }) });
+/**
+ * A driver whose requests go through a proxy that damages upload bodies. The client reads
+ * STORAGE_EMULATOR_HOST on its first call, which comes after this returns; the variable is
+ * put back by cleanup (the suite's tests run one at a time).
+ */
+async function throughFaultProxy(mode: "short" | "cut", limit: number): Promise<FaultTarget> {
+  const proxy = await startBodyFaultProxy(server.url, mode, limit);
+  process.env.STORAGE_EMULATOR_HOST = proxy.url;
+  return {
+    storage: newStorage(2),
+    async cleanup() {
+      process.env.STORAGE_EMULATOR_HOST = server.url;
+      await proxy.close();
+    },
+  };
+}
+
+storageConformance({
+  name: "replit",
+  create: async () => ({ storage: newStorage() }),
+  faults: { shortWrite: (limit) => throughFaultProxy("short", limit), cutWrite: (limit) => throughFaultProxy("cut", limit) },
+});
 
 const text = (s: string) => new TextEncoder().encode(s);
 
