@@ -40,7 +40,8 @@ export interface R2BucketLike {
   head(key: string): Promise<R2ObjectLike | null>;
   get(key: string): Promise<R2ObjectBodyLike | null>;
   /** Resolves null when an `onlyIf` precondition fails (nothing written). */
-  put(key: string, value: Uint8Array, options?: { onlyIf?: { etagDoesNotMatch?: string } }): Promise<R2ObjectLike | null>;
+  /** With `sha256` (hex), R2 refuses a body whose digest differs (BadDigest) and stores nothing. */
+  put(key: string, value: Uint8Array, options?: { onlyIf?: { etagDoesNotMatch?: string }; sha256?: string }): Promise<R2ObjectLike | null>;
   createMultipartUpload(key: string): Promise<R2MultipartUploadLike>;
   delete(key: string): Promise<void>;
   list(options: { prefix?: string; cursor?: string; limit?: number }): Promise<R2ObjectsLike>;
@@ -147,14 +148,17 @@ export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}):
       }
       if (head.length < 2) {
         const only = head[0] ?? new Uint8Array(0);
-        await call("put", key, () => bucket.put(key, only));
+        const sha256 = await sha256Hex(only);
+        await call("put", key, () => bucket.put(key, only, { sha256 }));
         return;
       }
       const upload = await call("put", key, () => bucket.createMultipartUpload(key));
       try {
         const parts: R2UploadedPartLike[] = [];
+        let sent = 0;
         const send = async (bytes: Uint8Array) => {
           const partNumber = parts.length + 1;
+          sent += bytes.byteLength;
           parts.push(await call("put", key, () => upload.uploadPart(partNumber, bytes)));
         };
         while (head.length > 0) await send(head.shift()!);
@@ -163,7 +167,12 @@ export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}):
           if (piece.done) break;
           await send(piece.value);
         }
-        await call("put", key, () => upload.complete(parts));
+        const object = await call("put", key, () => upload.complete(parts));
+        // Parts carry no checksum through the binding: check the whole at least by its size.
+        if (object.size !== sent) {
+          await bucket.delete(key).catch(() => {});
+          throw new StorageError(`r2: put "${key}" failed: the completed object holds ${object.size} bytes, ${sent} were sent`, { driver, operation: "put", key, retryable: true, kind: "unavailable" });
+        }
       } catch (err) {
         // Drop the uploaded parts: an uncompleted upload never shows under the key.
         await upload.abort().catch(() => {});
@@ -193,7 +202,10 @@ export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}):
     async put(key, body: Body) {
       assertValidKey(driver, "put", key);
       try {
-        if (body instanceof Uint8Array) await call("put", key, () => bucket.put(key, body));
+        if (body instanceof Uint8Array) {
+          const sha256 = await sha256Hex(body);
+          await call("put", key, () => bucket.put(key, body, { sha256 }));
+        }
         else await putStream(key, body);
       } catch (err) {
         throw toStorageError("put", key, err);
@@ -215,8 +227,9 @@ export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}):
         }
         throw toStorageError("putIfAbsent", key, err);
       }
+      const sha256 = await sha256Hex(bytes);
       return call("putIfAbsent", key, async (attempt) => {
-        const created = await bucket.put(key, bytes, { onlyIf: { etagDoesNotMatch: "*" } });
+        const created = await bucket.put(key, bytes, { onlyIf: { etagDoesNotMatch: "*" }, sha256 });
         if (created) return true;
         // A failed earlier try may have written the object before its answer was lost:
         // then the object is ours exactly when it holds our bytes.
@@ -261,4 +274,12 @@ export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}):
       await call("delete", key, () => bucket.delete(key));
     },
   };
+}
+
+/** Hex sha256 (WebCrypto: Workers and Node). */
+async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+  let hex = "";
+  for (const byte of digest) hex += byte.toString(16).padStart(2, "0");
+  return hex;
 }

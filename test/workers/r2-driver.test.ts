@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { StorageError } from "../../lib/storage/errors.js";
 import { r2Storage, type R2BucketLike, type R2MultipartUploadLike } from "../../lib/storage/r2.js";
 import { readAll } from "../../lib/storage/streams.js";
-import { failingStream } from "../storage/conformance.js";
+import { failingStream, storageFaultConformance } from "../storage/conformance.js";
 
 // R2-specific behaviour, beside the shared conformance suite (r2.test.ts). Both files use
 // the one emulated bucket, so every key here lives under "r2x/", which the suite never uses.
@@ -238,3 +238,42 @@ describe("r2 driver error handling (bucket double)", () => {
     expect(await storage.putIfAbsent("r2x/lost-answer", text("other"))).toBe(false);
   });
 });
+
+/**
+ * The binding as a transport that damages bodies over `limit` bytes: `short` passes on only
+ * their first `limit` bytes (checksums as the driver sent them), `cut` fails the call as a
+ * dropped connection does. Puts and multipart parts alike.
+ */
+function faultyBucket(mode: "short" | "cut", limit: number): R2BucketLike {
+  const bucket = env.BACKUP_BUCKET as unknown as R2BucketLike;
+  const damage = (value: Uint8Array): Uint8Array => {
+    if (value.byteLength <= limit) return value;
+    if (mode === "cut") throw new Error("Network connection lost.");
+    return value.slice(0, limit);
+  };
+  return {
+    head: (key) => bucket.head(key),
+    get: (key) => bucket.get(key),
+    put: async (key, value, options) => bucket.put(key, damage(value), options),
+    delete: (key) => bucket.delete(key),
+    list: (options) => bucket.list(options),
+    async createMultipartUpload(key) {
+      const upload = await bucket.createMultipartUpload(key);
+      return {
+        uploadPart: async (n, value) => upload.uploadPart(n, damage(value)),
+        abort: () => upload.abort(),
+        complete: (parts) => upload.complete(parts),
+      };
+    },
+  };
+}
+
+const fastRetry = { attempts: 2, baseDelayMs: 1, maxDelayMs: 2 };
+storageFaultConformance(
+  "r2 (workerd)",
+  {
+    shortWrite: async (limit) => ({ storage: r2Storage(faultyBucket("short", limit), { retry: fastRetry, partSize: 5 * MiB }) }),
+    cutWrite: async (limit) => ({ storage: r2Storage(faultyBucket("cut", limit), { retry: fastRetry, partSize: 5 * MiB }) }),
+  },
+  "r2x/fault/",
+);
