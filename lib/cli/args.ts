@@ -89,7 +89,7 @@ export const COMMANDS: CommandSpec[] = [
       "keep-within": { type: "string", value: "DURATION", help: 'keep every snapshot younger than this ("7d")' },
       "keep-tag": { type: "string", multiple: true, value: "TAG", help: "keep snapshots with this tag (repeatable or comma-separated)" },
       limit: { type: "string", value: "N", help: "delete at most N snapshots in this call" },
-      grace: { type: "string", value: "DURATION", help: 'do not delete unreferenced chunks younger than this (default "1h")' },
+      grace: { type: "string", value: "DURATION", help: 'do not delete unreferenced chunks younger than this (default "1h" with --dry-run, none otherwise: a real prune holds the lock)' },
     },
   },
   { name: "status", args: [], summary: "Chroma, storage, last backup, retention and lock", options: {} },
