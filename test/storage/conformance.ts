@@ -271,7 +271,7 @@ export function storageConformance(options: ConformanceOptions): void {
     });
   });
 
-  if (!options.faults) console.warn(`[conformance ${options.name}] no write-fault hook: the write-fault tests do not run for this target`);
+  if (!options.faults) console.warn(`[conformance ${options.name}] no write-fault hook in this file: its write-fault tests run elsewhere through storageFaultConformance (r2: test/workers/r2-driver.test.ts)`);
   else if ("elsewhere" in options.faults) console.warn(`[conformance ${options.name}] write-fault tests: ${options.faults.elsewhere}`);
   else storageFaultConformance(options.name, options.faults);
 }
