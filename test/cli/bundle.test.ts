@@ -43,7 +43,7 @@ afterAll(async () => {
 describe("bin/chroma-backup.js", () => {
   it("lists every source of the bundle with its sha256", async () => {
     const { sources } = JSON.parse(await readFile(join(copy, "dist", "cli.sources.json"), "utf8")) as { sources: Record<string, string> };
-    expect(Object.keys(sources)).toEqual(expect.arrayContaining(["lib/cli/main.ts", "lib/cli/inprocess.ts", "handlers/app.ts", "package.json"]));
+    expect(Object.keys(sources)).toEqual(expect.arrayContaining(["cli/main.ts", "cli/inprocess.ts", "handlers/app.ts", "package.json"]));
     for (const sha of Object.values(sources)) expect(sha).toMatch(/^[0-9a-f]{64}$/);
   });
 

@@ -268,7 +268,7 @@ describe("npm start with a snapshot in the store (one data dir, started twice)",
     expect(argv.join(" ")).not.toMatch(/tsx|\.ts\b/);
     // Stack traces point at the TypeScript sources through the bundle's source map.
     const map = JSON.parse(await readFile(join(ROOT, "dist", "server.mjs.map"), "utf8")) as { sources: string[] };
-    expect(map.sources).toContain("../handlers/server.ts");
+    expect(map.sources).toContain("../runtime/node.ts");
     // Right after this restore: 77-78 MB here; the same service under `node --import tsx`
     // (a second V8 isolate for the loader, plus esbuild) was 99-103 MB at the same point.
     console.log(`npm start: service process RSS ${rssMb.toFixed(1)} MB`);
