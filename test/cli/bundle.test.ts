@@ -27,7 +27,7 @@ function version(): Promise<{ stdout: string; stderr: string }> {
 beforeAll(async () => {
   copy = await mkdtemp(join(tmpdir(), "cli-bundle-"));
   // Timestamps kept: a source modified after the build started keeps the CLI on the sources.
-  for (const path of ["bin", "handlers", "lib", "scripts", "package.json", "tsconfig.json"]) {
+  for (const path of ["bin", "cli", "runtime", "handlers", "lib", "scripts", "index.ts", "package.json", "tsconfig.json"]) {
     await cp(join(ROOT, path), join(copy, path), { recursive: true, preserveTimestamps: true });
   }
   await symlink(join(ROOT, "node_modules"), join(copy, "node_modules"), "dir");
