@@ -1,6 +1,7 @@
 // A small app next to chroma-backup: `chroma-backup run -- node examples/node-app/app.js`.
 // It adds a few documents (once) and reads them back. Exit code: 0 when every document it
 // ever added is there (fresh, or brought back by the startup restore), 1 when some are missing.
+import { URL } from "node:url";
 import { ChromaClient } from "chromadb";
 
 // `new ChromaClient()` connects to 127.0.0.1:8000, where `chroma-backup run` serves Chroma
