@@ -54,7 +54,7 @@ describe("bin/chroma-backup.js", () => {
   });
 
   it("runs the sources when one changed since the build, and the bundle again once it is back", async () => {
-    const usage = join(copy, "lib", "cli", "usage.ts");
+    const usage = join(copy, "cli", "usage.ts");
     const original = await readFile(usage);
     await appendFile(usage, "\n// edited after the build\n");
     const edited = await version();
