@@ -20,7 +20,7 @@ export default defineConfig({
           cloudflareTest({
             // The real Worker (wrangler.toml's main), loaded into the test isolate: the tests
             // import it and call its fetch/scheduled with an env of their own.
-            main: fileURLToPath(new URL("./handlers/worker.ts", import.meta.url)),
+            main: fileURLToPath(new URL("./runtime/worker.ts", import.meta.url)),
             remoteBindings: false,
             wrangler: { configPath: fileURLToPath(new URL("./wrangler.toml", import.meta.url)) },
           }),

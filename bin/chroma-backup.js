@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `chroma-backup` command (lib/cli/main.ts; usage: `chroma-backup --help`).
+// The `chroma-backup` command (cli/main.ts; usage: `chroma-backup --help`).
 //
 // Runs the compiled bundle dist/cli.mjs (built by `npm run build` and by every `npm start`,
 // scripts/build.mjs) when it was built from exactly the sources now on disk:
@@ -31,6 +31,6 @@ if (bundleIsCurrent()) {
   const { register } = await import("tsx/esm/api");
   const tsconfig = join(root, "tsconfig.json");
   register({ tsconfig: existsSync(tsconfig) ? tsconfig : false });
-  main = await import("../lib/cli/main.ts");
+  main = await import("../cli/main.ts");
 }
 await main.run();

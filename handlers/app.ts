@@ -10,7 +10,9 @@ import { getBackup } from "./get.js";
 import { health } from "./health.js";
 import { listBackups } from "./list.js";
 import { pruneBackups } from "./prune.js";
+import { ready } from "./ready.js";
 import { restore } from "./restore.js";
+import { skipStartupRestore } from "./skip-startup.js";
 import { status } from "./status.js";
 import { verifyBackup } from "./verify.js";
 
@@ -31,7 +33,7 @@ const accessLog: MiddlewareHandler<AppEnv> = async (c, next) => {
   c.set("logFields", {});
   await next();
   const operation = c.get("operation");
-  if (!operation || operation === "health") return;
+  if (!operation || operation === "health" || operation === "ready") return;
   const status = c.res.status;
   c.get("deps").log(status >= 500 ? "error" : status >= 400 ? "warn" : "info", operation, {
     operation,
@@ -60,6 +62,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use("*", requestId());
   app.use("*", accessLog);
   app.get("/health", op("health", health));
+  app.get("/ready", op("ready", ready));
   app.use("*", bearerAuth);
   app.use(
     "*",
@@ -77,6 +80,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.post("/backups/:id/verify", op("verify", verifyBackup));
   app.delete("/backups/:id", op("delete", deleteBackup));
   app.post("/restore", op("restore", restore));
+  app.post("/restore/skip-startup", op("skip-startup", skipStartupRestore));
   app.post("/prune", op("prune", pruneBackups));
 
   app.notFound((c) => c.json(errorBody({ status: 404, code: "not_found", message: `no route ${c.req.method} ${new URL(c.req.url).pathname}` }), 404));

@@ -11,6 +11,8 @@ export interface AppDeps {
   version: string;
   log: Logger;
   maxBodyBytes?: number;
+  /** What `GET /ready` answers, supplied by the runtime (startup restore done, Chroma answers). */
+  readiness?: () => Promise<{ ready: boolean; reason?: string }>;
 }
 
 export type AppEnv = {

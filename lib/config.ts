@@ -13,6 +13,8 @@ export interface Config {
   token: string | null;
   dataDir: string;
   chroma: { url: string | null; tenant?: string; database?: string; apiKey?: string };
+  /** CHROMA_HOST, CHROMA_PORT: where the embedded Chroma is served to apps. */
+  chromaServe: { host: string; port: number };
   storage: {
     driver: StorageDriverName;
     prefix: string;
@@ -80,6 +82,7 @@ export function loadConfig(env: Env, join: (...parts: string[]) => string = (...
     token: env.BACKUP_API_TOKEN || null,
     dataDir,
     chroma: { url: env.CHROMA_URL || null, tenant: env.CHROMA_TENANT || undefined, database: env.CHROMA_DATABASE || undefined, apiKey: env.CHROMA_API_KEY || undefined },
+    chromaServe: { host: env.CHROMA_HOST || "127.0.0.1", port: intVar(env, "CHROMA_PORT", 8000) },
     storage: {
       driver,
       prefix: env.STORAGE_PREFIX ?? "chromadb/",

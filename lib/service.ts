@@ -64,6 +64,8 @@ export interface PruneRequest extends Omit<RetentionRules, "keepSafety"> {
   graceSeconds?: number;
 }
 
+export type StartupRestoreState = "none" | "running" | "failed" | "done" | "overridden";
+
 /** Everything the service does, free of HTTP: the handlers and the CLI call this. */
 export class BackupService {
   readonly chroma: ChromaRest;
@@ -94,6 +96,13 @@ export class BackupService {
 
   get retention() {
     return this.options.retention;
+  }
+
+  /** Where the runtime's startup restore is ("none": this runtime has none). */
+  startupRestore: { state: StartupRestoreState; detail?: string; since: string } = { state: "none", since: new Date().toISOString() };
+
+  markStartupRestore(state: StartupRestoreState, detail?: string): void {
+    this.startupRestore = { state, detail, since: this.now().toISOString() };
   }
 
   /** The newest snapshot that is not a pre-restore safety snapshot. */

@@ -21,5 +21,5 @@ export interface NodeBundle {
  */
 export declare function bundleForNode(entryPoints: Record<string, string>, outdir: string, options?: { root?: string; hashNames?: boolean }): Promise<NodeBundle>;
 
-/** `npm run build`: dist/server.mjs, dist/cli.mjs and dist/cli.sources.json. */
+/** dist/server.mjs, dist/index.mjs, dist/cli.mjs and dist/cli.sources.json (`npm run build` also emits dist/types/). */
 export declare function buildDist(options?: { root?: string }): Promise<{ written: string[]; ms: number }>;

@@ -6,8 +6,10 @@
  * their own, plus the esbuild service), 30-40 MB on the idle service, which matters on the
  * memory-tight hosts this is for. `npm run dev` still runs the sources under `tsx watch`.
  *
- *   dist/server.mjs   handlers/server.ts, what `npm start` runs
- *   dist/cli.mjs      lib/cli/main.ts, what bin/chroma-backup.js runs while
+ *   dist/server.mjs   runtime/node.ts, what `npm start` runs
+ *   dist/index.mjs    index.ts, the package's entry (`import ... from "chroma-backup"`;
+ *                     its type declarations come from `tsc -p tsconfig.build.json`)
+ *   dist/cli.mjs      cli/main.ts, what bin/chroma-backup.js runs while
  *                     dist/cli.sources.json says it was built from the sources on disk
  *   dist/chunks/      code loaded on demand (the replit and s3 drivers, ...)
  *
@@ -64,7 +66,7 @@ async function replaceFile(path, bytes) {
  * source maps.
  *
  * Each call is its own build (its own code splitting): an entry module's code stays in its
- * entry file, so `import.meta.url` there is the entry's URL (handlers/server.ts compares
+ * entry file, so `import.meta.url` there is the entry's URL (runtime/node.ts compares
  * it with process.argv[1]). Returns the entry files, the files rewritten, the inputs
  * (paths relative to root), when the build started (ms since the epoch) and how long it took.
  */
@@ -129,21 +131,22 @@ async function inputHashes(bundle, root) {
 /** The service and the CLI into dist/ (what `npm run build` does). */
 export async function buildDist({ root = ROOT } = {}) {
   const started = performance.now();
-  const server = await bundleForNode({ server: "handlers/server.ts" }, "dist", { root });
-  const cli = await bundleForNode({ cli: "lib/cli/main.ts" }, "dist", { root });
+  const server = await bundleForNode({ server: "runtime/node.ts" }, "dist", { root });
+  const index = await bundleForNode({ index: "index.ts" }, "dist", { root });
+  const cli = await bundleForNode({ cli: "cli/main.ts" }, "dist", { root });
   // What bin/chroma-backup.js checks before it runs dist/cli.mjs: the sources it was built
   // from. Left out when a source changed during the build: the CLI then runs from source.
   const list = join(root, "dist", "cli.sources.json");
   const sources = await inputHashes(cli, root);
   if (!sources) await rm(list, { force: true });
   else if (await replaceFile(list, Buffer.from(JSON.stringify({ sources }, null, 1) + "\n"))) cli.written.push(relative(root, list));
-  return { written: [...server.written, ...cli.written], ms: performance.now() - started };
+  return { written: [...server.written, ...index.written, ...cli.written], ms: performance.now() - started };
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   try {
     const { written, ms } = await buildDist();
-    process.stderr.write(`build: dist/server.mjs, dist/cli.mjs ${written.length ? `(${written.length} file(s) written)` : "(unchanged)"} in ${Math.round(ms)} ms\n`);
+    process.stderr.write(`build: dist/server.mjs, dist/index.mjs, dist/cli.mjs ${written.length ? `(${written.length} file(s) written)` : "(unchanged)"} in ${Math.round(ms)} ms\n`);
   } catch (err) {
     // esbuild has already printed the errors with their locations.
     if (!(err && typeof err === "object" && "errors" in err)) console.error(err);

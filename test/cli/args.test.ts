@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { freePort } from "../../lib/chroma/embedded.js";
-import { parseCommandLine } from "../../lib/cli/args.js";
-import { buildRequest } from "../../lib/cli/commands.js";
-import { EXIT, exitCodeForStatus, UsageError } from "../../lib/cli/exit.js";
-import { main } from "../../lib/cli/main.js";
-import { ndjsonLines, ProgressBar } from "../../lib/cli/progress.js";
+import { parseCommandLine } from "../../cli/args.js";
+import { buildRequest } from "../../cli/commands.js";
+import { EXIT, exitCodeForStatus, UsageError } from "../../cli/exit.js";
+import { main } from "../../cli/main.js";
+import { ndjsonLines, ProgressBar } from "../../cli/progress.js";
 
 function parsed(argv: string[]) {
   const p = parseCommandLine(argv);

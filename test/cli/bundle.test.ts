@@ -27,7 +27,7 @@ function version(): Promise<{ stdout: string; stderr: string }> {
 beforeAll(async () => {
   copy = await mkdtemp(join(tmpdir(), "cli-bundle-"));
   // Timestamps kept: a source modified after the build started keeps the CLI on the sources.
-  for (const path of ["bin", "handlers", "lib", "scripts", "package.json", "tsconfig.json"]) {
+  for (const path of ["bin", "cli", "runtime", "handlers", "lib", "scripts", "index.ts", "package.json", "tsconfig.json"]) {
     await cp(join(ROOT, path), join(copy, path), { recursive: true, preserveTimestamps: true });
   }
   await symlink(join(ROOT, "node_modules"), join(copy, "node_modules"), "dir");
@@ -43,7 +43,7 @@ afterAll(async () => {
 describe("bin/chroma-backup.js", () => {
   it("lists every source of the bundle with its sha256", async () => {
     const { sources } = JSON.parse(await readFile(join(copy, "dist", "cli.sources.json"), "utf8")) as { sources: Record<string, string> };
-    expect(Object.keys(sources)).toEqual(expect.arrayContaining(["lib/cli/main.ts", "lib/cli/inprocess.ts", "handlers/app.ts", "package.json"]));
+    expect(Object.keys(sources)).toEqual(expect.arrayContaining(["cli/main.ts", "cli/inprocess.ts", "handlers/app.ts", "package.json"]));
     for (const sha of Object.values(sources)) expect(sha).toMatch(/^[0-9a-f]{64}$/);
   });
 
@@ -54,7 +54,7 @@ describe("bin/chroma-backup.js", () => {
   });
 
   it("runs the sources when one changed since the build, and the bundle again once it is back", async () => {
-    const usage = join(copy, "lib", "cli", "usage.ts");
+    const usage = join(copy, "cli", "usage.ts");
     const original = await readFile(usage);
     await appendFile(usage, "\n// edited after the build\n");
     const edited = await version();

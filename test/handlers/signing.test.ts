@@ -1,5 +1,5 @@
 /**
- * SNAPSHOT_SIGNING_KEY through the runtime: the Node server (handlers/server.ts) built from
+ * SNAPSHOT_SIGNING_KEY through the runtime: the Node server (runtime/node.ts) built from
  * an environment with and without the key, and the startup restore and prune of a keyed
  * service over a store that also holds unsigned manifests. A real Chroma; the memory and
  * fs drivers.
@@ -8,8 +8,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startService } from "../../handlers/server.js";
-import { runStartupRestore } from "../../handlers/startup.js";
+import { startService } from "../../runtime/node.js";
+import { runStartupRestore } from "../../runtime/startup-restore.js";
 import type { LogFields, LogLevel } from "../../lib/log.js";
 import { manifestKey } from "../../lib/snapshot/manifest.js";
 import { signingKeyId } from "../../lib/snapshot/signing.js";

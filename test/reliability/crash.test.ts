@@ -2,7 +2,7 @@
  * The real service process killed with SIGKILL at random points (issue "Reliability and
  * security", crashes).
  *
- * The service runs from its sources (node --import tsx handlers/server.ts; `npm start` runs
+ * The service runs from its sources (node --import tsx runtime/node.ts; `npm start` runs
  * the same code bundled, dist/server.mjs) against a test Chroma, with the fs store and a
  * short lease (LOCK_TTL). Each trial kills one process in the middle of a request, checks
  * the store with the engine itself, then starts the next process, which first proves
@@ -88,7 +88,7 @@ function cleanEnv(): NodeJS.ProcessEnv {
 /** Starts the service on `dir` and resolves once /health answers. */
 async function startService(dir: string): Promise<Proc> {
   const port = await freePort();
-  const child = spawn(process.execPath, ["--import", "tsx", "handlers/server.ts"], {
+  const child = spawn(process.execPath, ["--import", "tsx", "runtime/node.ts"], {
     cwd: ROOT,
     detached: true, // its own process group, killed as a whole
     stdio: ["ignore", "pipe", "pipe"],

@@ -67,7 +67,9 @@ function cleanEnv(): NodeJS.ProcessEnv {
 
 async function startNpm(env: Record<string, string>, port?: number): Promise<Service> {
   const p = port ?? (await freePort());
-  const child = spawn("npm", ["start"], { cwd: ROOT, detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...cleanEnv(), PORT: String(p), ...env } });
+  // Never Chroma's fixed 8000: tests run side by side.
+  const chromaPort = String(await freePort());
+  const child = spawn("npm", ["start"], { cwd: ROOT, detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...cleanEnv(), PORT: String(p), CHROMA_PORT: chromaPort, ...env } });
   let out = "";
   child.stdout!.on("data", (b: Buffer) => (out += b.toString()));
   child.stderr!.on("data", (b: Buffer) => (out += b.toString()));
@@ -136,6 +138,21 @@ async function until<T>(what: string, service: Service, probe: () => T | undefin
 }
 
 const logLine = (service: Service, message: string, timeoutMs?: number) => until(`log "${message}"`, service, () => service.logs().find((l) => l.message === message), timeoutMs);
+
+/** Polls GET /ready; resolves at the first 200 with every 503 reason seen before it. */
+const firstReady = (service: Service) => {
+  const reasons = new Set<string>();
+  return until("GET /ready", service, async () => {
+    try {
+      const res = await fetch(`${service.url}/ready`, { signal: AbortSignal.timeout(1000) });
+      const body = (await res.json()) as { ready: boolean; reason?: string };
+      if (body.reason) reasons.add(body.reason);
+      return res.ok ? { body, reasons: [...reasons] } : undefined;
+    } catch {
+      return undefined;
+    }
+  });
+};
 
 /** Polls GET /health; resolves at the first 200, which the test inspects at once. */
 const firstHealthy = (service: Service) =>
@@ -238,25 +255,28 @@ describe("npm start with a snapshot in the store (one data dir, started twice)",
   let firstChroma: string;
   let beforeStop: Map<string, Map<string, DumpedRecord>>;
 
-  it("restores the newest snapshot into an empty data dir before the first request is served", async () => {
+  it("serves the API at once, restores the newest snapshot into an empty data dir, and says ready only then", async () => {
     dataDir = await tempDir("data");
     const started = Date.now();
     first = await startNpm({ DATA_DIR: dataDir, BACKUP_API_TOKEN: TOKEN, STORAGE: "fs", BACKUP_DIR: backupDir });
     first.keep = true;
     const health = await firstHealthy(first);
-    // The very first answer: Chroma must already hold everything.
+    expect(health).toMatchObject({ ok: true });
+    const ready = await firstReady(first);
+    // The first ready answer: Chroma must already hold everything.
     firstChroma = (await logLine(first, "started the embedded Chroma", 1000)).url as string;
     const counts = await Promise.all(COLLECTIONS.map(async (c) => new ChromaRest({ url: firstChroma }).count(await collectionId(firstChroma, c.name))));
-    const healthyAfterMs = Date.now() - started;
-    expect(health).toMatchObject({ ok: true });
+    const readyAfterMs = Date.now() - started;
+    expect(ready.body).toEqual({ ready: true });
+    for (const reason of ready.reasons) expect(reason).toBe("startup restore running");
     expect(counts).toEqual(COLLECTIONS.map((c) => c.count));
     expectSameDumps(source, await dumps(firstChroma));
 
     const restored = await logLine(first, "startup restore: restored the newest snapshot", 1000);
     expect(restored.collections).toEqual(COLLECTIONS.map((c) => ({ name: c.name, records: c.count })));
     const order = first.logs().map((l) => l.message);
-    expect(order.indexOf("startup restore: restored the newest snapshot")).toBeLessThan(order.indexOf("chroma-backup is serving"));
-    console.log(`npm start -> first /health answer (restore of ${COLLECTIONS.reduce((n, c) => n + c.count, 0)} records done): ${healthyAfterMs} ms`);
+    expect(order.indexOf("chroma-backup is serving")).toBeLessThan(order.indexOf("startup restore: restored the newest snapshot"));
+    console.log(`npm start -> first /ready 200 (restore of ${COLLECTIONS.reduce((n, c) => n + c.count, 0)} records done): ${readyAfterMs} ms`);
   }, 45_000);
 
   it("runs the service as plain node on the compiled bundle, without tsx's loader", async () => {
@@ -268,7 +288,7 @@ describe("npm start with a snapshot in the store (one data dir, started twice)",
     expect(argv.join(" ")).not.toMatch(/tsx|\.ts\b/);
     // Stack traces point at the TypeScript sources through the bundle's source map.
     const map = JSON.parse(await readFile(join(ROOT, "dist", "server.mjs.map"), "utf8")) as { sources: string[] };
-    expect(map.sources).toContain("../handlers/server.ts");
+    expect(map.sources).toContain("../runtime/node.ts");
     // Right after this restore: 77-78 MB here; the same service under `node --import tsx`
     // (a second V8 isolate for the loader, plus esbuild) was 99-103 MB at the same point.
     console.log(`npm start: service process RSS ${rssMb.toFixed(1)} MB`);
@@ -292,7 +312,7 @@ describe("npm start with a snapshot in the store (one data dir, started twice)",
     expect(beforeStop, "needs the data dir of the previous tests").toBeDefined();
     const snapshotsBefore = await snapshotFiles(backupDir);
     const second = await startNpm({ DATA_DIR: dataDir, BACKUP_API_TOKEN: TOKEN, STORAGE: "fs", BACKUP_DIR: backupDir, RESTORE_ON_START: "if-empty" });
-    await firstHealthy(second);
+    await firstReady(second);
     const chromaUrl = (await logLine(second, "started the embedded Chroma", 1000)).url as string;
     expect(chromaUrl).not.toBe(firstChroma); // a new server on the same files
     const after = await dumps(chromaUrl);
@@ -361,8 +381,8 @@ describe("npm start without BACKUP_API_TOKEN", () => {
 });
 
 describe("npm start leaves no embedded Chroma behind when it does not get to serve", () => {
-  it("SIGTERM during startup stops the embedded Chroma and exits 0", async () => {
-    // The store holds a snapshot, so the signal lands while the startup restore runs.
+  it("SIGTERM during startup or the startup restore stops the embedded Chroma and exits 0", async () => {
+    // The store holds a snapshot: the signal lands before the API listens or while the restore runs.
     const service = await startNpm({ DATA_DIR: await tempDir("early"), BACKUP_API_TOKEN: "t", STORAGE: "fs", BACKUP_DIR: backupDir });
     const signalled = new Promise<void>((resolve) => {
       const onData = () => {
@@ -374,11 +394,11 @@ describe("npm start leaves no embedded Chroma behind when it does not get to ser
       service.child.stdout!.on("data", onData);
     });
     await Promise.race([signalled, service.exit]);
-    expect(service.logs().some((l) => l.message === "chroma-backup is serving"), "the signal came after startup").toBe(false);
+    expect(service.logs().some((l) => l.message === "startup restore: restored the newest snapshot"), "the signal came after the restore").toBe(false);
     const chromaUrl = (await logLine(service, "started the embedded Chroma", 1000)).url as string;
     const { code } = await expectStopsOnSigterm(service, chromaUrl, true);
     expect(code).toBe(0);
-    expect(service.logs().some((l) => l.message === "stopped during startup")).toBe(true);
+    expect(service.logs().some((l) => l.message === "stopped during startup" || (l.message === "shutting down" && l.signal === "SIGTERM"))).toBe(true);
   }, 30_000);
 
   it("a port already in use: logs the failure, exits 1, stops the embedded Chroma", async () => {

@@ -18,7 +18,7 @@ it("the Worker bundle builds with wrangler and holds no Node-only module", async
     });
     const bundle = await readFile(join(out, "worker.js"), "utf8");
     const map = JSON.parse(await readFile(join(out, "worker.js.map"), "utf8")) as { sources: string[] };
-    expect(map.sources.some((s) => s.endsWith("handlers/worker.ts"))).toBe(true);
+    expect(map.sources.some((s) => s.endsWith("runtime/worker.ts"))).toBe(true);
     expect(map.sources.some((s) => s.endsWith("lib/storage/r2.ts"))).toBe(true);
     expect(map.sources.filter((s) => FORBIDDEN_SOURCES.some((re) => re.test(s)))).toEqual([]);
     expect(bundle.match(FORBIDDEN_IMPORTS)?.[0] ?? null).toBeNull();

@@ -1,4 +1,4 @@
-import type * as MainModule from "../../handlers/worker.js";
+import type * as MainModule from "../../runtime/worker.js";
 
 declare global {
   namespace Cloudflare {

@@ -1,14 +1,14 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, inject, it, vi } from "vitest";
-import worker, { type WorkerEnv } from "../../handlers/worker.js";
+import worker, { type WorkerEnv } from "../../runtime/worker.js";
 import { readManifest } from "../../lib/snapshot/catalog.js";
 import { withPrefix } from "../../lib/storage/prefixed.js";
 import { r2Storage } from "../../lib/storage/r2.js";
 import { addRecords, collectionId, makeRecords } from "../fixtures/dataset.js";
 import { CHURN } from "./dataset.js";
 
-// The cron trigger of handlers/worker.ts: `scheduled` prunes with the retention rules of
+// The cron trigger of runtime/worker.ts: `scheduled` prunes with the retention rules of
 // its env. Snapshots are taken through the Worker's fetch from the real Chroma of
 // global-setup.ts, changing CHURN between them so the older snapshots hold chunks the newer lack.
 
@@ -72,7 +72,7 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-describe("handlers/worker.ts scheduled (cron) prune", () => {
+describe("runtime/worker.ts scheduled (cron) prune", () => {
   it("keeps only the newest RETENTION_KEEP_LAST snapshots, and sweeps their chunks once the 1h grace has passed", async () => {
     const id = await collectionId(chromaUrl, CHURN.name);
     for (let round = 1; round <= 4; round++) {

@@ -1,11 +1,11 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, inject, it } from "vitest";
-import worker, { type WorkerEnv } from "../../handlers/worker.js";
+import worker, { type WorkerEnv } from "../../runtime/worker.js";
 import { signingKeyId } from "../../lib/snapshot/signing.js";
 import { listCollectionNames } from "../fixtures/dataset.js";
 import { DOCS } from "./dataset.js";
 
-// SNAPSHOT_SIGNING_KEY as a Worker secret: handlers/worker.ts under workerd (node:crypto's
+// SNAPSHOT_SIGNING_KEY as a Worker secret: runtime/worker.ts under workerd (node:crypto's
 // HMAC through nodejs_compat) signs the manifests it writes into R2 and refuses ones it
 // cannot vouch for.
 
@@ -21,7 +21,7 @@ function call(workerEnv: WorkerEnv, method: string, path: string, body?: unknown
   return worker.fetch(new Request(`http://worker${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }), workerEnv);
 }
 
-describe("handlers/worker.ts with SNAPSHOT_SIGNING_KEY", () => {
+describe("runtime/worker.ts with SNAPSHOT_SIGNING_KEY", () => {
   it("signs what it writes, verifies it, and refuses a manifest that is unsigned or signed with another key", async () => {
     const created = await call(keyed, "POST", "/backups", { collections: [DOCS.name] });
     expect(created.status).toBe(201);

@@ -1,11 +1,11 @@
 import { env, exports } from "cloudflare:workers";
 import { describe, expect, inject, it } from "vitest";
-import worker, { type WorkerEnv } from "../../handlers/worker.js";
+import worker, { type WorkerEnv } from "../../runtime/worker.js";
 import { collectionId, describeCollection, dumpCollection, listCollectionNames } from "../fixtures/dataset.js";
 import { expectSameRecords, parseDump } from "../snapshot/compare.js";
 import { DOCS } from "./dataset.js";
 
-// The Worker's own fetch (handlers/worker.ts), under workerd, against a real Chroma that
+// The Worker's own fetch (runtime/worker.ts), under workerd, against a real Chroma that
 // global-setup.ts started from Node: backup into the emulated R2 bucket, list, verify,
 // restore under another name, and compare every record through Chroma's REST API.
 
@@ -35,7 +35,7 @@ interface Summary {
   bytes: number;
 }
 
-describe("handlers/worker.ts under workerd, over a real Chroma", () => {
+describe("runtime/worker.ts under workerd, over a real Chroma", () => {
   it("reaches the Chroma started from Node (outbound fetch to 127.0.0.1)", async () => {
     expect(chromaUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect((await fetch(`${chromaUrl}/api/v2/heartbeat`)).status).toBe(200);

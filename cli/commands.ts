@@ -1,5 +1,5 @@
-import { parseDuration } from "../duration.js";
-import type { SnapshotSummary } from "../snapshot/manifest.js";
+import { parseDuration } from "../lib/duration.js";
+import type { SnapshotSummary } from "../lib/snapshot/manifest.js";
 import { listValue, type OptionValues } from "./args.js";
 import { CliError, EXIT, UsageError, exitCodeForStatus, type ExitCode } from "./exit.js";
 import { formatBytes, formatCount, formatDuration, formatTime, keyValues, plural, table } from "./format.js";

@@ -4,10 +4,10 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import type { LogFields, LogLevel } from "../../lib/log.js";
 import { chunkKey } from "../../lib/snapshot/chunk.js";
 import { manifestKey } from "../../lib/snapshot/manifest.js";
-import { runStartupRestore } from "../../handlers/startup.js";
+import { runStartupRestore } from "../../runtime/startup-restore.js";
 import { startTestChroma, type TestChroma } from "../fixtures/chroma.js";
 import { collectionId, listCollectionNames } from "../fixtures/dataset.js";
-import { client, makeApp, makeService, makeStore, resetChroma, TOKEN } from "./harness.js";
+import { client, makeApp, makeService, makeStore, resetChroma, TOKEN } from "../handlers/harness.js";
 
 let chroma: TestChroma;
 beforeAll(async () => {

@@ -15,7 +15,19 @@ const MODES = `Where the work happens:
   RETENTION_*). Without CHROMA_URL it starts the embedded Chroma on DATA_DIR/chroma for
   the commands that need Chroma (backup, restore, status) and stops it at exit; do not
   do that while a server with the embedded Chroma runs on the same DATA_DIR: use --url.
-  With --url URL (or BACKUP_URL) every command is an HTTP call to that running service.`;
+  With --url URL (or BACKUP_URL) every command is an HTTP call to that running service.
+  Without them, a service running on the same DATA_DIR (found through
+  DATA_DIR/service.json) is used over HTTP instead of starting a second Chroma.`;
+
+export const RUN_USAGE = `Usage: chroma-backup run [-- CMD [ARGS...]]
+
+Starts the service as \`npm start\` does (the embedded Chroma served to apps at
+CHROMA_HOST:CHROMA_PORT, 127.0.0.1:8000 by default; the backup API on PORT; the startup
+restore). With CMD: once the service is ready (GET /ready), starts CMD with CHROMA_URL,
+CHROMA_HOST, CHROMA_PORT, BACKUP_URL and BACKUP_API_TOKEN in its environment, passes
+SIGINT, SIGTERM and SIGHUP on to it, and when CMD exits, stops the service and exits with
+CMD's exit code (128 + n for signal n; 127 when CMD cannot be started).
+`;
 
 function optionLines(options: Record<string, OptionSpec>): string[] {
   const rows = Object.entries(options).map(([name, o]) => {
@@ -41,6 +53,7 @@ export function globalUsage(): string {
     "",
     "Commands:",
     ...COMMANDS.map((c) => `  ${`${c.name}${c.args.map((a) => ` ${a}`).join("")}`.padEnd(width)}  ${c.summary}`),
+    `  ${"run -- CMD".padEnd(width)}  start the service, then your app CMD next to it (run --help)`,
     "",
     "Global options (before or after the command):",
     ...optionLines({ ...GLOBAL_OPTIONS, version: { type: "boolean", help: "print the version and exit" } }),

@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import type { Env } from "../config.js";
+import type { Env } from "../lib/config.js";
 import { CliError, EXIT } from "./exit.js";
 
 export interface RequestOptions {

@@ -1,20 +1,17 @@
 import { randomBytes } from "node:crypto";
 import { join, resolve } from "node:path";
-import { ChromaRest } from "../chroma/rest.js";
-import { freePort, startEmbeddedChroma, type EmbeddedChroma } from "../chroma/embedded.js";
-import { loadConfig, type Env } from "../config.js";
-import { BackupError } from "../errors.js";
-import type { Logger } from "../log.js";
-import { BackupService } from "../service.js";
-import { storageFromConfig } from "../storage/node.js";
-import { createApp } from "../../handlers/app.js";
-import { VERSION } from "../../handlers/version.js";
+import { freePort, startEmbeddedChroma, type EmbeddedChroma } from "../lib/chroma/embedded.js";
+import { loadConfig, type Env } from "../lib/config.js";
+import { BackupError } from "../lib/errors.js";
+import type { Logger } from "../lib/log.js";
+import { storageFromConfig } from "../lib/storage/node.js";
+import { compose } from "../runtime/compose.js";
 import { CliError, EXIT } from "./exit.js";
 import { requestInit, type Transport } from "./transport.js";
 
 /**
- * The service's app in this process, built as handlers/server.ts builds it (config from
- * the environment, storage, Chroma, BackupService, createApp) but not listening, with a
+ * The service's app in this process, composed as the Node runtime composes it (config
+ * from the environment, storage, Chroma, BackupService, app) but not listening, with a
  * throwaway in-memory token. Without CHROMA_URL the embedded Chroma (DATA_DIR/chroma) is
  * started on the first request that reaches Chroma, so `list` or `verify` never start it.
  */
@@ -42,16 +39,14 @@ export async function inProcessTransport(env: Env, log: Logger): Promise<Transpo
       return fetch(input, init);
     };
   }
-  const chroma = new ChromaRest({ url: chromaUrl, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey, fetch: chromaFetch });
   let storage;
   try {
     storage = await storageFromConfig(config.storage);
   } catch (err) {
     throw new CliError((err as Error).message, err instanceof BackupError ? EXIT.usage : EXIT.unavailable, { cause: err });
   }
-  const service = BackupService.fromConfig(config, { chroma, storage, log, holder: `chroma-backup-cli-${process.pid}` });
   const token = randomBytes(24).toString("base64url");
-  const app = createApp({ service, token, version: VERSION, log });
+  const { app } = compose(config, { storage, chromaUrl, chromaFetch, token, log, holder: `chroma-backup-cli-${process.pid}` });
   return {
     describe: "in-process",
     request: async (method, path, options = {}) => app.request(path, requestInit(method, token, options)),

@@ -1,11 +1,12 @@
-import type { Env } from "../config.js";
-import type { Logger } from "../log.js";
+import type { Env } from "../lib/config.js";
+import type { Logger } from "../lib/log.js";
 import { parseCommandLine, type OptionValues } from "./args.js";
 import { buildRequest, runCommand } from "./commands.js";
 import { CliError, EXIT, UsageError } from "./exit.js";
 import type { ProgressOutput } from "./progress.js";
+import { findRunningService } from "./discover.js";
 import { remoteTransport, savedToken, type Transport } from "./transport.js";
-import { commandUsage, globalUsage, shortUsage } from "./usage.js";
+import { commandUsage, globalUsage, RUN_USAGE, shortUsage } from "./usage.js";
 
 export interface MainIo {
   stdout(text: string): void;
@@ -42,7 +43,9 @@ function cliLogger(io: MainIo, verbose: boolean): { log: Logger; flush(exitCode:
 }
 
 async function openTransport(values: OptionValues, io: MainIo, log: Logger, command: string): Promise<Transport> {
-  const url = (values.url as string | undefined) ?? (io.env.BACKUP_URL || undefined);
+  let url = (values.url as string | undefined) ?? (io.env.BACKUP_URL || undefined);
+  // The service running on this DATA_DIR, rather than a second Chroma on the same files.
+  url ??= (await findRunningService(io.env, log)) ?? undefined;
   if (url === undefined) {
     if (values.token !== undefined) throw new UsageError("--token is for --url (or BACKUP_URL); in-process commands need no token", command);
     // Loaded only here: the service, its storage drivers and Hono are not needed for --url or --help.
@@ -63,7 +66,7 @@ export async function main(argv: string[], io: MainIo): Promise<number> {
       return EXIT.ok;
     }
     if (parsed.kind === "version") {
-      const { VERSION } = await import("../../handlers/version.js");
+      const { VERSION } = await import("../handlers/version.js");
       io.stdout(`chroma-backup ${VERSION}\n`);
       return EXIT.ok;
     }
@@ -107,6 +110,15 @@ function write(stream: NodeJS.WriteStream, text: string): Promise<void> {
 
 /** The process entry (bin/chroma-backup.js): real stdio, signals, exit code. */
 export async function run(argv: string[] = process.argv.slice(2)): Promise<never> {
+  if (argv[0] === "run") {
+    if (argv[1] === "--help" || argv[1] === "-h") {
+      process.stdout.write(RUN_USAGE);
+      process.exit(0);
+    }
+    // The service itself, in this process: loaded only here.
+    const { serveProcess } = await import("../runtime/node.js");
+    return serveProcess(argv.slice(1));
+  }
   const cleanups: (() => Promise<void>)[] = [];
   let interrupted = false;
   const onSignal = (signal: NodeJS.Signals) => {

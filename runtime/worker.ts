@@ -3,15 +3,14 @@
  * R2 bucket, plus a cron-triggered prune. Only portable modules are imported here (no
  * fs, replit driver or embedded Chroma): `npm run build:worker` fails if one sneaks in.
  */
-import { ChromaRest } from "../lib/chroma/rest.js";
 import { loadConfig, type Config } from "../lib/config.js";
 import { errorFields, jsonLogger } from "../lib/log.js";
-import { BackupService } from "../lib/service.js";
+import type { BackupService } from "../lib/service.js";
 import { withPrefix } from "../lib/storage/prefixed.js";
 import { r2Storage, type R2BucketLike } from "../lib/storage/r2.js";
-import { createApp } from "./app.js";
-import { errorBody } from "./errors.js";
-import { VERSION } from "./version.js";
+import { errorBody } from "../handlers/errors.js";
+import { VERSION } from "../handlers/version.js";
+import { compose, type Composed } from "./compose.js";
 
 export interface WorkerEnv {
   BACKUP_BUCKET: R2BucketLike;
@@ -25,7 +24,7 @@ export interface WorkerEnv {
 interface Built {
   config: Config;
   service: BackupService;
-  app: ReturnType<typeof createApp>;
+  app: Composed["app"];
 }
 
 /**
@@ -47,12 +46,12 @@ function buildFresh(env: WorkerEnv): Built {
   const vars = Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => typeof e[1] === "string"));
   const config = loadConfig({ ...vars, STORAGE: "r2" });
   if (!config.chroma.url) throw new Error("set CHROMA_URL (a Chroma reachable over HTTP) in wrangler.toml [vars] or as a secret");
-  const chroma = new ChromaRest({ url: config.chroma.url, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey });
   const storage = withPrefix(r2Storage(env.BACKUP_BUCKET), config.storage.prefix);
-  const service = BackupService.fromConfig(config, { chroma, storage, log: jsonLogger, holder: `worker-${crypto.randomUUID().slice(0, 8)}` });
   // No token, no service: a Worker cannot generate and show one the way `npm start` does.
   const token = config.token ?? "";
-  return { config, service, app: createApp({ service, token, version: VERSION, log: jsonLogger }) };
+  // No startup restore here (startupRestore stays "none"): /ready is Chroma's heartbeat.
+  const { service, app } = compose(config, { storage, chromaUrl: config.chroma.url, token, log: jsonLogger, holder: `worker-${crypto.randomUUID().slice(0, 8)}` });
+  return { config, service, app };
 }
 
 export default {

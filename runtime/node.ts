@@ -1,0 +1,200 @@
+import { randomBytes } from "node:crypto";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { serve, type ServerType } from "@hono/node-server";
+import { startEmbeddedChroma, type EmbeddedChroma } from "../lib/chroma/embedded.js";
+import { loadConfig, type Config, type Env } from "../lib/config.js";
+import { errorFields, jsonLogger, type Logger } from "../lib/log.js";
+import type { BackupService } from "../lib/service.js";
+import { logSigningStatus } from "../lib/snapshot/signing.js";
+import { storageFromConfig } from "../lib/storage/node.js";
+import { VERSION } from "../handlers/version.js";
+import { compose } from "./compose.js";
+import type { Readiness } from "./readiness.js";
+import { runChild, waitUntilReady } from "./run.js";
+import { removeServiceFile, writeServiceFile } from "./service-file.js";
+import { restoreUntilDone } from "./startup-restore.js";
+
+export interface RunningService {
+  /** The backup API. */
+  url: string;
+  /** Where apps reach Chroma: CHROMA_HOST:CHROMA_PORT for the embedded one, else CHROMA_URL. */
+  chromaUrl: string;
+  config: Config;
+  service: BackupService;
+  token: string;
+  /** What `GET /ready` answers. */
+  readiness(): Promise<Readiness>;
+  /** Resolves when the startup restore is over: restored or not needed ("done", "none"), skipped by an operator, or stopped. */
+  restored: Promise<"none" | "done" | "overridden" | "aborted">;
+  /** Runs the on-stop hooks, stops the HTTP server and the embedded Chroma, removes DATA_DIR/service.json. */
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Aborting it during startup stops what was started (the embedded Chroma). */
+  signal?: AbortSignal;
+  /** Backoff of the startup restore's retries (tests shorten it). */
+  restoreRetry?: { initialDelayMs?: number; maxDelayMs?: number };
+}
+
+/** The token from the environment, else the one kept in DATA_DIR/api-token, else a new one (printed once). */
+async function resolveToken(config: Config, log: Logger): Promise<{ token: string; generated: boolean }> {
+  if (config.token) return { token: config.token, generated: false };
+  const path = join(config.dataDir, "api-token");
+  try {
+    const saved = (await readFile(path, "utf8")).trim();
+    if (saved) return { token: saved, generated: true };
+  } catch {
+    // first start
+  }
+  const token = randomBytes(24).toString("base64url");
+  await mkdir(config.dataDir, { recursive: true });
+  await writeFile(path, token + "\n", { mode: 0o600 });
+  await chmod(path, 0o600);
+  // Printed once, on purpose: this is how the operator learns it. Never logged again.
+  console.log(`\nGenerated an API token (saved in ${path}, mode 0600):\n\n  ${token}\n\nSet BACKUP_API_TOKEN to choose your own.\n`);
+  log("info", "generated an API token", { path });
+  return { token, generated: true };
+}
+
+function listen(app: { fetch: (request: Request) => Response | Promise<Response> }, port: number, hostname: string): Promise<ServerType> {
+  return new Promise<ServerType>((ready, fail) => {
+    const s = serve({ fetch: app.fetch, port, hostname }, () => {
+      s.off("error", fail);
+      ready(s);
+    });
+    s.once("error", fail);
+  });
+}
+
+/**
+ * Starts everything `npm start` runs: the embedded Chroma unless CHROMA_URL is set, the
+ * store, the HTTP server, then the startup restore, retried with backoff until it succeeds
+ * while the API serves (`/ready` is 503 meanwhile). Writes DATA_DIR/service.json once listening.
+ */
+export async function startService(env: Env = process.env, log: Logger = jsonLogger, options: StartOptions = {}): Promise<RunningService> {
+  const { signal } = options;
+  const config = loadConfig(env, join);
+  config.dataDir = resolve(config.dataDir);
+  const { token, generated } = await resolveToken(config, log);
+  const storage = await storageFromConfig(config.storage); // a configuration mistake fails before Chroma starts
+  let embedded: EmbeddedChroma | null = null;
+  let chromaUrl = config.chroma.url;
+  if (!chromaUrl) {
+    // Until the gate is wired, apps and the service share Chroma at CHROMA_HOST:CHROMA_PORT.
+    // gate wired here: the supervised Chroma on a port of its own, ChromaGate on
+    // config.chromaServe (closed until the startup restore is over), chromaUrl = the Chroma's own URL.
+    embedded = await startEmbeddedChroma({ dataDir: join(config.dataDir, "chroma"), port: config.chromaServe.port });
+    chromaUrl = embedded.url;
+    log("info", "started the embedded Chroma", { url: embedded.url, dataDir: embedded.dataDir });
+  }
+  const appChromaUrl = config.chroma.url ?? `http://${config.chromaServe.host}:${config.chromaServe.port}`;
+  const { app, service, readiness } = compose(config, { storage, chromaUrl, token, log });
+  logSigningStatus(service.manifestKeys, log);
+  if (config.restoreOnStart !== "never") service.markStartupRestore("running");
+  const host = config.host ?? (generated ? "127.0.0.1" : "0.0.0.0");
+
+  // A failed startup (e.g. EADDRINUSE) or a stop requested during it must not leave the embedded Chroma running.
+  const stopEmbedded = () => void embedded?.stop();
+  signal?.addEventListener("abort", stopEmbedded, { once: true });
+  let server: ServerType;
+  try {
+    signal?.throwIfAborted();
+    server = await listen(app, config.port, host);
+    signal?.throwIfAborted();
+  } catch (err) {
+    await embedded?.stop();
+    throw err;
+  } finally {
+    signal?.removeEventListener("abort", stopEmbedded);
+  }
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : config.port;
+  const url = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`;
+  await writeServiceFile(config.dataDir, { url, pid: process.pid, started: new Date().toISOString(), version: VERSION });
+  log("info", "chroma-backup is serving", { url, host, port, storage: storage.driver, prefix: config.storage.prefix, chroma: appChromaUrl, version: VERSION });
+
+  const retries = new AbortController();
+  const restored = restoreUntilDone(app, service, token, config.restoreOnStart, log, { ...options.restoreRetry, signal: retries.signal });
+  // gate/auto-backup wired here: restored.then(() => gate.open()); autoBackup.start() once restored.
+  void restored.then((state) => state !== "aborted" && log("info", "the startup restore is over", { state: service.startupRestore.state, detail: service.startupRestore.detail }));
+  // On-stop hooks run before Chroma stops: AutoBackup.backupOnStop() is wired here.
+  const stopHooks: (() => Promise<void>)[] = [];
+
+  let stopping: Promise<void> | null = null;
+  const stop = () =>
+    (stopping ??= (async () => {
+      retries.abort();
+      const closed = new Promise<void>((done) => server.close(() => done()));
+      if ("closeIdleConnections" in server) server.closeIdleConnections();
+      for (const hook of stopHooks) {
+        try {
+          await hook();
+        } catch (err) {
+          log("error", "an on-stop hook failed", errorFields(err));
+        }
+      }
+      await embedded?.stop();
+      await removeServiceFile(config.dataDir, process.pid);
+      await closed;
+    })());
+  return { url, chromaUrl: appChromaUrl, config, service, token, readiness, restored, stop };
+}
+
+/**
+ * The process main of `npm start [-- CMD ...]` and `chroma-backup run [-- CMD ...]`:
+ * starts the service; with CMD, starts it once ready and lives as long as it does (see
+ * run.ts); without, serves until SIGTERM/SIGINT.
+ */
+export async function serveProcess(argv: string[], log: Logger = jsonLogger): Promise<never> {
+  const command = argv[0] === "--" ? argv.slice(1) : argv;
+  // Signal handlers go in first: a stop during startup must also stop the embedded Chroma.
+  const starting = new AbortController();
+  let running: RunningService | null = null;
+  let child: ReturnType<typeof runChild> | null = null;
+  let exiting = false;
+  const exitAfterStop = (code: number) => {
+    if (exiting) return;
+    exiting = true;
+    void (running ? running.stop() : Promise.resolve()).then(
+      () => process.exit(code),
+      (err: unknown) => {
+        log("error", "stopping failed", errorFields(err));
+        process.exit(code || 1);
+      },
+    );
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (child) return child.forward(signal); // its exit takes the shutdown path
+    if (signal === "SIGHUP") return;
+    log("info", "shutting down", { signal });
+    if (running) exitAfterStop(0);
+    else starting.abort(new Error(`${signal} during startup`));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  if (command.length > 0) process.on("SIGHUP", onSignal);
+  try {
+    running = await startService(process.env, log, { signal: starting.signal });
+  } catch (err) {
+    if (starting.signal.aborted) {
+      log("info", "stopped during startup");
+      process.exit(0);
+    }
+    log("error", "chroma-backup failed to start", errorFields(err));
+    process.exit(1);
+  }
+  if (starting.signal.aborted) exitAfterStop(0);
+  if (command.length > 0 && !exiting) {
+    const ready = await waitUntilReady(running, log, () => exiting);
+    if (ready && !exiting) {
+      child = runChild(command, running, log);
+      void child.exitCode.then((code) => exitAfterStop(code));
+    }
+  }
+  return new Promise<never>(() => {});
+}
+
+const isMain = process.argv[1] && import.meta.url === new URL(`file://${resolve(process.argv[1])}`).href;
+if (isMain) void serveProcess(process.argv.slice(2));
