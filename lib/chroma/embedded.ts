@@ -5,7 +5,7 @@ import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { errorFields, silentLogger, type Logger } from "../log.js";
 import { lockDataDir, type DataDirLock } from "./data-dir-lock.js";
-import { lifelineArgs, lifelineEnv } from "./lifeline.js";
+import { LIFELINE_ARMED, lifelineArgs, lifelineEnv } from "./lifeline.js";
 
 /**
  * The Chroma server the service runs for itself (no CHROMA_URL), supervised:
@@ -151,6 +151,7 @@ class SupervisedChroma implements EmbeddedChroma {
     child.stdin!.on("error", () => {}); // EPIPE once it has exited
     this.child = child;
     let pending = "";
+    let armed = false;
     const onData = (data: Buffer) => {
       pending += data.toString();
       const lines = pending.split("\n");
@@ -158,6 +159,10 @@ class SupervisedChroma implements EmbeddedChroma {
       for (const raw of lines) {
         const line = raw.replace(ANSI_ESCAPE, "");
         if (!line.trim()) continue;
+        if (line === LIFELINE_ARMED) {
+          armed = true;
+          continue;
+        }
         this.recent.push(line);
         if (this.recent.length > OUTPUT_LINES_KEPT) this.recent.shift();
         this.options.onOutput?.(line);
@@ -185,6 +190,7 @@ class SupervisedChroma implements EmbeddedChroma {
         if (res.ok) {
           await res.arrayBuffer();
           if (this.child !== child || exit) continue;
+          if (!armed) this.log("error", "the embedded Chroma runs without its lifeline: it would outlive a killed service", { pid: child.pid });
           this.setUp(true, reason);
           return;
         }

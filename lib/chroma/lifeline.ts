@@ -7,15 +7,23 @@
  * worker blocks reading the child's stdin, a pipe whose other end only the service holds.
  * When the service exits, however it exits (SIGKILL included), the kernel closes that end,
  * the read returns end-of-file, and the worker SIGKILLs its own process. No extra process
- * (a supervisor would be one more thing a group SIGKILL could leave behind), a few MB.
+ * (a supervisor would be one more thing a group SIGKILL could leave behind); the worker
+ * adds about 11 MB to Chroma's ~70 MB of RSS (no heap limits: ones small enough to save
+ * memory kill the worker as it starts, and the blocked main thread would never know).
+ *
+ * The worker says it is armed on stderr (LIFELINE_ARMED); the service checks that line.
  *
  * The worker's source travels in an environment variable so that `ps` shows a short
  * command line.
  */
 export const LIFELINE_ENV = "CHROMA_BACKUP_LIFELINE";
 
+/** The line the worker writes to stderr once it watches the pipe. */
+export const LIFELINE_ARMED = "chroma-backup: lifeline armed";
+
 const WORKER_SOURCE = `
-const { readSync } = require("node:fs");
+const { readSync, writeSync } = require("node:fs");
+writeSync(2, ${JSON.stringify(LIFELINE_ARMED)} + "\\n");
 const buffer = Buffer.alloc(64);
 const pause = new Int32Array(new SharedArrayBuffer(4));
 for (;;) {
