@@ -118,19 +118,25 @@ async function clearUnrecordedChromas(dataDir: string, record: LockRecord | null
 
 function handle(path: string, record: LockRecord): DataDirLock {
   let released = false;
+  let writing: Promise<void> = Promise.resolve(); // one write at a time; release waits for it
   return {
     path,
-    async setChroma(pid, port) {
-      if (released) return;
-      record.chroma = pid === null ? null : { pid, startTicks: (await processInfo(pid))?.startTicks ?? null };
-      record.port = port;
-      const temp = `${path}.${process.pid}.tmp`;
-      await writeFile(temp, JSON.stringify(record) + "\n");
-      await rename(temp, path);
+    setChroma(pid, port) {
+      writing = writing.catch(() => {}).then(async () => {
+        if (released) return;
+        const startTicks = pid === null ? null : ((await processInfo(pid))?.startTicks ?? null);
+        record.chroma = pid === null ? null : { pid, startTicks };
+        record.port = port;
+        const temp = `${path}.${process.pid}.tmp`;
+        await writeFile(temp, JSON.stringify(record) + "\n");
+        await rename(temp, path);
+      });
+      return writing;
     },
     async release() {
       if (released) return;
       released = true;
+      await writing.catch(() => {});
       const current = await readRecord(path);
       if (current && current.pid === record.pid && current.startTicks === record.startTicks) await rm(path, { force: true });
     },
