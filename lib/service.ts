@@ -193,7 +193,7 @@ export class BackupService {
       if (!outcome.skipped) safetySnapshot = outcome.snapshot.id;
       this.log("info", "safety snapshot taken before restore", { snapshot: safetySnapshot, collections: replaced });
     }
-    const restored = await restoreSnapshot(this.chroma, this.storage, manifest, { ...request, mode, onProgress });
+    const restored = await restoreSnapshot(this.chroma, this.storage, manifest, { ...request, mode, onProgress, log: this.log });
     return {
       restored: true,
       snapshot: manifest.id,
@@ -273,7 +273,7 @@ export class BackupService {
     try {
       chroma.version = await this.chroma.version();
       chroma.reachable = true;
-      const collections = await this.chroma.listCollections();
+      const collections = (await this.chroma.listCollections()).filter((c) => !isAsideCollection(c.name));
       chroma.collections = collections.length;
       let records = 0;
       for (const c of collections) records += await this.chroma.count(c.id);

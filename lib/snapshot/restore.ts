@@ -1,10 +1,14 @@
 import type { ChromaRest, CollectionInfo } from "../chroma/rest.js";
+import { jsonLogger, type Logger } from "../log.js";
 import { InvalidRequestError, NotFoundError, SnapshotCorruptError } from "../errors.js";
 import type { Storage } from "../storage/types.js";
+import { ASIDE_STALE_MS, asideName, buildingAside, sweepAsideCollections } from "./aside.js";
 import type { ProgressEvent } from "./backup.js";
 import type { CollectionEntry, Manifest } from "./manifest.js";
 import { readChunk } from "./read-chunk.js";
 import { filterBatch, sliceBatch, type RecordBatch } from "./records.js";
+
+export { isAsideCollection } from "./aside.js";
 
 export interface RestoreOptions {
   /** Collections of the snapshot to restore; all when omitted. */
@@ -18,6 +22,8 @@ export interface RestoreOptions {
   prefetch?: number;
   /** add/upsert requests in flight at once. */
   writeConcurrency?: number;
+  /** Where the sweep of collections left aside is logged (default: JSON lines). */
+  log?: Logger;
 }
 
 export interface RestoredCollection {
@@ -51,6 +57,11 @@ export function planRestore(manifest: Manifest, options: Pick<RestoreOptions, "c
 export async function restoreSnapshot(chroma: ChromaRest, storage: Storage, manifest: Manifest, options: RestoreOptions = {}): Promise<RestoredCollection[]> {
   const plan = planRestore(manifest, options);
   const restored: RestoredCollection[] = [];
+  if ((options.mode ?? "replace") === "replace") {
+    // What a restore that died left aside: its own targets' at any age, the others' once
+    // they are too old to be another instance's restore in progress.
+    await sweepAsideCollections(chroma, options.log ?? jsonLogger, { olderThanMs: ASIDE_STALE_MS, targets: plan.map((p) => p.target) });
+  }
   for (const { entry, target } of plan) {
     if ((options.mode ?? "replace") === "merge") await mergeCollection(chroma, storage, entry, target, options);
     else await replaceCollection(chroma, storage, entry, target, options);
@@ -59,31 +70,13 @@ export async function restoreSnapshot(chroma: ChromaRest, storage: Storage, mani
   return restored;
 }
 
-const ASIDE_MARK = ".restore-";
-
-function asideName(target: string): string {
-  const suffix = `${ASIDE_MARK}${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
-  return target.slice(0, 512 - suffix.length) + suffix;
-}
-
-/** A collection a restore builds aside before swapping it in; never backed up, never counted as data. */
-export function isAsideCollection(name: string): boolean {
-  return /\.restore-[0-9a-z]+$/.test(name);
-}
-
-/** Removes what a restore that died half way left aside for `target`. */
-async function sweepAside(chroma: ChromaRest, target: string): Promise<void> {
-  for (const c of await chroma.listCollections()) {
-    if (!isAsideCollection(c.name)) continue;
-    const base = c.name.slice(0, c.name.lastIndexOf(ASIDE_MARK));
-    // A long target was truncated to fit the aside name in 512 characters.
-    if (base === target || (c.name.length >= 500 && target.startsWith(base))) await chroma.deleteCollection(c.name);
-  }
-}
-
 async function replaceCollection(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, target: string, options: RestoreOptions): Promise<void> {
-  await sweepAside(chroma, target);
-  const aside = await chroma.createCollection(asideName(target), entry.metadataJson, entry.configurationJson);
+  const name = asideName(target);
+  await buildingAside(name, () => buildAndSwap(chroma, storage, entry, target, name, options));
+}
+
+async function buildAndSwap(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, target: string, name: string, options: RestoreOptions): Promise<void> {
+  const aside = await chroma.createCollection(name, entry.metadataJson, entry.configurationJson);
   try {
     await writeRecords(chroma, storage, entry, aside, "add", options);
     const count = await chroma.count(aside.id);
