@@ -350,7 +350,7 @@ describe("restore", () => {
     const before = await records("alpha");
     const r = await api.post("/restore", { ifEmpty: true });
     expect(r.status).toBe(200);
-    expect(r.body).toMatchObject({ restored: false, reason: expect.stringMatching(/already holds records \(collection alpha has 298\)/), snapshot: snap });
+    expect(r.body).toMatchObject({ restored: false, reason: expect.stringMatching(/already holds records \(collection (alpha has 298|beta has 150)\)/), snapshot: snap });
     expectSameRecords(before, await records("alpha"), false);
     expect(await ids(api)).toEqual([snap]);
 

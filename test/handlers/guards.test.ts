@@ -230,7 +230,7 @@ describe("ifEmpty means no collection holds a record", () => {
 
     // Now a collection holds records: ifEmpty restores nothing.
     const again = await api.post("/restore", { ifEmpty: true });
-    expect(again.body).toMatchObject({ restored: false, reason: expect.stringMatching(/already holds records \(collection alpha has 120\)/) });
+    expect(again.body).toMatchObject({ restored: false, reason: expect.stringMatching(/already holds records \(collection (alpha has 120|beta has 40)\)/) });
     await addRecords(chroma.url, await collectionId(chroma.url, "app-cache"), makeRecords(1, 8, 3, "cache"));
     await rest.deleteCollection("alpha");
     await rest.deleteCollection("beta");
