@@ -9,18 +9,19 @@ export const createBackup = async (c: AppContext) => {
   return runWithProgress(
     c,
     async (onProgress) => {
-      const outcome = await service.backup(body, onProgress);
+      // An ifOlderThan call is an automatic backup (held while the startup restore has not succeeded).
+      const outcome = await service.backup({ ...body, automatic: body.ifOlderThan !== undefined }, onProgress);
       logOutcome(c, outcome);
       return outcome;
     },
     (outcome) =>
       outcome.skipped
-        ? { status: 200, body: { skipped: true, reason: outcome.reason, latest: outcome.latest } }
+        ? { status: 200, body: { skipped: true, reason: outcome.reason, latest: outcome.latest, ...(outcome.message ? { message: outcome.message } : {}), ...(outcome.scheduledAt ? { scheduledAt: outcome.scheduledAt } : {}) } }
         : { status: 201, body: { ...outcome.snapshot, skipped: false, warnings: outcome.manifest.warnings, retention: outcome.retention && { deleted: outcome.retention.deleted, chunksDeleted: outcome.retention.chunksDeleted, bytesFreed: outcome.retention.bytesFreed } } },
   );
 };
 
 function logOutcome(c: AppContext, outcome: BackupOutcome): void {
-  if (outcome.skipped) logFields(c, { skipped: true, latest: outcome.latest.id });
+  if (outcome.skipped) logFields(c, { skipped: true, reason: outcome.reason, latest: outcome.latest.id, scheduledAt: outcome.scheduledAt ?? null });
   else logFields(c, { snapshot: outcome.snapshot.id, collections: outcome.snapshot.collections, records: outcome.snapshot.records, bytes: outcome.snapshot.bytes, newBytes: outcome.snapshot.newBytes, forgotten: outcome.retention?.deleted.length ?? null });
 }

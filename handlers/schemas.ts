@@ -31,6 +31,8 @@ export const BackupBody = v.strictObject({
   collections: v.optional(Collections),
   ifOlderThan: v.optional(Duration),
   tag: v.optional(Tag),
+  /** Commit a snapshot even when nothing changed since the newest one. */
+  force: v.optional(v.boolean("force is true or false")),
 });
 
 export const RestoreBody = v.strictObject({

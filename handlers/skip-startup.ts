@@ -11,7 +11,7 @@ export function skipStartupRestore(c: AppContext): Response {
   if (was.state !== "running" && was.state !== "failed") {
     throw new HttpError(409, "conflict", `no startup restore is pending (it is ${was.state})`);
   }
-  service.markStartupRestore("overridden", `skipped by POST /restore/skip-startup while ${was.state}${was.detail ? `: ${was.detail}` : ""}`);
-  log("warn", "STARTUP RESTORE SKIPPED BY AN OPERATOR: the service opens without the data it would have restored", { was: was.state, detail: was.detail, requestId: c.get("requestId") });
+  service.markStartupRestore("overridden", `skipped by POST /restore/skip-startup while ${was.state}${was.lastError ? `: ${was.lastError}` : ""}`);
+  log("warn", "STARTUP RESTORE SKIPPED BY AN OPERATOR: the service opens without the data it would have restored", { was: was.state, detail: was.lastError, requestId: c.get("requestId") });
   return c.json({ startupRestore: "overridden", was: was.state });
 }

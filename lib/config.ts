@@ -24,6 +24,10 @@ export interface Config {
   };
   restoreOnStart: RestoreOnStart;
   backupMinIntervalSeconds: number;
+  /** BACKUP_INTERVAL: automatic backups (when data changed) at most this often, seconds; null: off. */
+  backupIntervalSeconds: number | null;
+  /** BACKUP_ON_STOP_TIMEOUT: budget of the on-stop backup, seconds; 0: no on-stop backup. */
+  backupOnStopTimeoutSeconds: number;
   retention: RetentionConfig;
   /** LOCK_TTL: a backup or prune lease not renewed for this long is taken over (its holder died). */
   lockTtlMs?: number;
@@ -41,6 +45,8 @@ export interface RetentionConfig {
   keepMonthly?: number;
   /** Seconds. */
   keepWithin?: number;
+  /** RETENTION_KEEP_BEFORE_DROP, seconds: keep the snapshot from before a drop this long; 0: off. */
+  keepBeforeDrop?: number;
 }
 
 export type Env = Record<string, string | undefined>;
@@ -67,6 +73,14 @@ function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], 
   return raw as T;
 }
 
+/** A duration variable that `off` (or 0) turns off: null then. */
+function optionalDuration(env: Env, name: string, fallback: string): number | null {
+  const raw = env[name] || fallback;
+  if (/^\s*off\s*$/i.test(raw)) return null;
+  const seconds = parseDuration(raw, name);
+  return seconds > 0 ? seconds : null;
+}
+
 /** True on Replit (where the default store is Replit Object Storage). */
 export function onReplit(env: Env): boolean {
   return Boolean(env.REPL_ID || env.REPLIT_DEPLOYMENT || env.REPLIT_DB_URL);
@@ -91,6 +105,8 @@ export function loadConfig(env: Env, join: (...parts: string[]) => string = (...
     },
     restoreOnStart: oneOf<RestoreOnStart>(env, "RESTORE_ON_START", ["if-empty", "always", "never"], "if-empty"),
     backupMinIntervalSeconds: parseDuration(env.BACKUP_MIN_INTERVAL || "1h", "BACKUP_MIN_INTERVAL"),
+    backupIntervalSeconds: optionalDuration(env, "BACKUP_INTERVAL", "1h"),
+    backupOnStopTimeoutSeconds: optionalDuration(env, "BACKUP_ON_STOP_TIMEOUT", "30s") ?? 0,
     signingKeys: splitSigningKeys(env.SNAPSHOT_SIGNING_KEY ?? ""),
     lockTtlMs: Math.round(parseDuration(env.LOCK_TTL || "60s", "LOCK_TTL") * 1000),
     retention: {
@@ -101,6 +117,7 @@ export function loadConfig(env: Env, join: (...parts: string[]) => string = (...
       keepWeekly: optionalInt(env, "RETENTION_KEEP_WEEKLY"),
       keepMonthly: optionalInt(env, "RETENTION_KEEP_MONTHLY"),
       keepWithin: env.RETENTION_KEEP_WITHIN ? parseDuration(env.RETENTION_KEEP_WITHIN, "RETENTION_KEEP_WITHIN") : undefined,
+      keepBeforeDrop: optionalDuration(env, "RETENTION_KEEP_BEFORE_DROP", "30d") ?? 0,
     },
   };
   const short = config.signingKeys.findIndex((k) => k.length < MIN_SIGNING_KEY_LENGTH);

@@ -57,3 +57,12 @@ export class ChromaRequestError extends BackupError {
     super(message, { status }, options);
   }
 }
+
+/**
+ * An automatic backup (interval, on-stop, `ifOlderThan`) refused because the startup
+ * restore has not succeeded: committing now could make an empty or partial Chroma the
+ * newest snapshot.
+ */
+export class RestorePendingError extends BackupError {
+  override name = "RestorePendingError";
+}

@@ -38,7 +38,7 @@ export async function prune(storage: Storage, rules: RetentionRules, options: Pr
   const now = (options.now ?? (() => new Date()))();
   const dryRun = options.dryRun ?? false;
   const catalog = await readCatalog(storage, options.keys);
-  const decision = applyRetention(catalog.snapshots, rules);
+  const decision = applyRetention(catalog.snapshots, rules, now);
   // Oldest first, so a limited run frees the oldest snapshots first.
   const forget = [...decision.forget].reverse();
   const deleting = options.limit === undefined ? forget : forget.slice(0, options.limit);

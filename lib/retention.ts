@@ -1,3 +1,4 @@
+import { describeDrop } from "./snapshot/drop.js";
 import type { Manifest } from "./snapshot/manifest.js";
 
 export interface RetentionRules {
@@ -12,6 +13,11 @@ export interface RetentionRules {
   keepTags?: string[];
   /** How many `pre-restore` safety snapshots to keep (their own rule). */
   keepSafety?: number;
+  /**
+   * Seconds (RETENTION_KEEP_BEFORE_DROP): after a snapshot holding far less than the one
+   * before it (describeDrop), that one is kept this long; 0 or unset: no such rule.
+   */
+  keepBeforeDrop?: number;
 }
 
 export const SAFETY_TAG = "pre-restore";
@@ -43,8 +49,9 @@ function isoWeek(d: Date): string {
  * hourly/daily/weekly/monthly rules keep the newest snapshot in each of the last N
  * periods (UTC) that have one. `pre-restore` snapshots follow only `keepSafety`.
  */
-export function applyRetention(snapshots: Manifest[], rules: RetentionRules): RetentionDecision {
-  const newest = [...snapshots].sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0));
+export function applyRetention(snapshots: Manifest[], rules: RetentionRules, now: Date = new Date()): RetentionDecision {
+  // Newest first; ids sort by time too, and break ties.
+  const newest = [...snapshots].sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
   const reasons = new Map<string, string[]>();
   const keep = (m: Manifest, why: string) => reasons.set(m.id, [...(reasons.get(m.id) ?? []), why]);
 
@@ -71,5 +78,22 @@ export function applyRetention(snapshots: Manifest[], rules: RetentionRules): Re
     const since = Date.parse(ruled[0].createdAt) - rules.keepWithin * 1000;
     for (const m of ruled) if (Date.parse(m.createdAt) >= since) keep(m, "keepWithin");
   }
+  for (const m of keptBeforeDrop(general, rules.keepBeforeDrop ?? 0, now)) keep(m, "keepBeforeDrop");
   return { keep: newest.filter((m) => reasons.has(m.id)), forget: newest.filter((m) => !reasons.has(m.id)), reasons };
+}
+
+/**
+ * The snapshots each directly followed by a drop (describeDrop) less than `seconds` ago.
+ * Computed from the manifests alone (their record and collection counts, in time order),
+ * so every runtime, stateless ones included, keeps the same ones.
+ */
+function keptBeforeDrop(newestFirst: Manifest[], seconds: number, now: Date): Manifest[] {
+  if (!(seconds > 0)) return [];
+  const kept: Manifest[] = [];
+  for (let i = 0; i + 1 < newestFirst.length; i++) {
+    const after = newestFirst[i]!;
+    if (now.getTime() - Date.parse(after.createdAt) >= seconds * 1000) break; // older drops are too old too
+    if (describeDrop(newestFirst[i + 1]!, after)) kept.push(newestFirst[i + 1]!);
+  }
+  return kept;
 }

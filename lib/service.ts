@@ -1,11 +1,12 @@
 import type { ChromaRest } from "./chroma/rest.js";
 import type { Config, RetentionConfig } from "./config.js";
-import { ChromaUnavailableError, NotFoundError, SnapshotCorruptError } from "./errors.js";
+import { ChromaUnavailableError, NotFoundError, RestorePendingError, SnapshotCorruptError } from "./errors.js";
 import { StoreLock, type LeaseInfo } from "./lock.js";
-import { jsonLogger, type Logger } from "./log.js";
+import { errorFields, jsonLogger, type Logger } from "./log.js";
 import { prune, type PruneResult } from "./prune.js";
 import { SAFETY_TAG, type RetentionRules } from "./retention.js";
-import { takeSnapshot, type ProgressEvent } from "./snapshot/backup.js";
+import { isUnchanged, takeSnapshot, type ProgressEvent } from "./snapshot/backup.js";
+import { DROP_WARNING_PREFIX } from "./snapshot/drop.js";
 import { readCatalog, readManifest } from "./snapshot/catalog.js";
 import { ManifestKeys } from "./snapshot/signing.js";
 import { manifestKey, summarize, type Manifest, type SnapshotSummary } from "./snapshot/manifest.js";
@@ -29,17 +30,42 @@ export interface ServiceOptions {
   now?: () => Date;
   /** SNAPSHOT_SIGNING_KEY: the first signs new manifests, any verifies; without, manifests are checksummed but not signed. */
   signingKeys?: readonly string[];
+  /** A runtime that can schedule a backup (Node: AutoBackup); set later with `service.scheduler = ...` too. */
+  scheduler?: BackupScheduler;
+  /** Whether Chroma's data changed since the newest snapshot; undefined: unknown (counted as changed). */
+  changeSignal?: () => boolean | undefined;
 }
+
+export interface BackupScheduler {
+  /** Arranges a backup at `at` (or earlier); answers when it will run. */
+  schedule(at: Date): Date;
+}
+
+/**
+ * Told of every backup of all collections as it starts (after the checks that could
+ * refuse or skip it), and of its end: `outcome` null when it failed. AutoBackup keeps its
+ * change baseline with this. `restored`: the service changed Chroma's data itself.
+ */
+export interface BackupWatcher {
+  backupStarting?(request: BackupRequest): ((outcome: BackupOutcome | null) => void) | void;
+  restored?(): void;
+}
+
+export type StartupRestoreState = "none" | "running" | "failed" | "done" | "overridden";
 
 export interface BackupRequest {
   collections?: string[];
   /** Seconds: skip when the newest snapshot is younger than this. */
   ifOlderThan?: number;
   tag?: string;
+  /** The interval, on-stop and `ifOlderThan` calls: refused (RestorePendingError) until the startup restore succeeded. */
+  automatic?: boolean;
+  /** Commit a snapshot even when nothing changed since the newest one. */
+  force?: boolean;
 }
 
 export type BackupOutcome =
-  | { skipped: true; reason: string; latest: SnapshotSummary }
+  | { skipped: true; reason: string; latest: SnapshotSummary; message?: string; scheduledAt?: string }
   | { skipped: false; snapshot: SnapshotSummary; manifest: Manifest; retention: PruneResult | null };
 
 export interface RestoreRequest {
@@ -64,7 +90,6 @@ export interface PruneRequest extends Omit<RetentionRules, "keepSafety"> {
   graceSeconds?: number;
 }
 
-export type StartupRestoreState = "none" | "running" | "failed" | "done" | "overridden";
 
 /** Everything the service does, free of HTTP: the handlers and the CLI call this. */
 export class BackupService {
@@ -76,6 +101,10 @@ export class BackupService {
   private readonly log: Logger;
   private readonly holder: string;
   private readonly now: () => Date;
+  private readonly watchers = new Set<BackupWatcher>();
+  scheduler: BackupScheduler | undefined;
+  changeSignal: (() => boolean | undefined) | undefined;
+  private restoreState: BackupService["startupRestore"] = { state: "none", since: new Date().toISOString(), attempts: 0 };
 
   /** The service as a runtime builds it from configuration. */
   static fromConfig(config: Config, parts: Pick<ServiceOptions, "chroma" | "storage" | "log" | "holder">): BackupService {
@@ -87,6 +116,9 @@ export class BackupService {
     this.storage = options.storage;
     this.log = options.log ?? jsonLogger;
     this.now = options.now ?? (() => new Date());
+    this.scheduler = options.scheduler;
+    this.changeSignal = options.changeSignal;
+    this.restoreState.since = this.now().toISOString();
     this.lock = new StoreLock(options.storage, "maintenance", { ttlMs: options.lockTtlMs, now: () => this.now().getTime() });
     this.holder = options.holder ?? `chroma-backup-${Math.random().toString(16).slice(2, 10)}`;
     this.manifestKeys = new ManifestKeys(options.signingKeys, (snapshot, keyId) =>
@@ -98,11 +130,30 @@ export class BackupService {
     return this.options.retention;
   }
 
-  /** Where the runtime's startup restore is ("none": this runtime has none). */
-  startupRestore: { state: StartupRestoreState; detail?: string; since: string } = { state: "none", since: new Date().toISOString() };
+  /**
+   * How the startup restore went: "none" (none asked), "running", "failed" (being
+   * retried), "done" (restored, or nothing to restore), "overridden" (an operator opened
+   * the service without the data). While "running" or "failed", automatic backups are refused.
+   */
+  get startupRestore(): { state: StartupRestoreState; since: string; lastError?: string; attempts: number } {
+    return { ...this.restoreState };
+  }
 
-  markStartupRestore(state: StartupRestoreState, detail?: string): void {
-    this.startupRestore = { state, detail, since: this.now().toISOString() };
+  /** Records a step of the startup restore (`detail`: the error of a failed attempt, or why). */
+  markStartupRestore(state: StartupRestoreState, detail?: unknown): void {
+    const previous = this.restoreState;
+    const lastError = state === "failed" ? (detail instanceof Error ? detail.message : detail === undefined ? "unknown error" : String(detail)) : previous.lastError;
+    this.restoreState = { state, since: this.now().toISOString(), attempts: previous.attempts + (state === "running" ? 1 : 0), ...(lastError === undefined ? {} : { lastError }) };
+    const fields = { from: previous.state, attempt: this.restoreState.attempts, ...(detail === undefined ? {} : detail instanceof Error ? errorFields(detail) : { detail: String(detail) }) };
+    if (state === "failed") this.log("error", "startup restore failed: automatic backups are held until it succeeds", fields);
+    else if (state === "overridden") this.log("warn", "startup restore overridden by an operator: the service runs without the data; automatic backups resume", fields);
+    else this.log("info", `startup restore ${state}`, fields);
+  }
+
+  /** Subscribes to backups and restores (see BackupWatcher); returns the unsubscribe. */
+  watch(watcher: BackupWatcher): () => void {
+    this.watchers.add(watcher);
+    return () => this.watchers.delete(watcher);
   }
 
   /** The newest snapshot that is not a pre-restore safety snapshot. */
@@ -111,37 +162,69 @@ export class BackupService {
     return snapshots.find((m) => m.tag !== SAFETY_TAG) ?? null;
   }
 
-  async backup(request: BackupRequest = {}, onProgress?: (e: ProgressEvent) => void): Promise<BackupOutcome> {
+  async backup(request: BackupRequest = {}, onProgress?: (e: ProgressEvent) => void, signal?: AbortSignal): Promise<BackupOutcome> {
+    if (request.automatic) this.refuseWhileRestorePending(request);
     if (request.ifOlderThan !== undefined) {
       const latest = await this.latest();
       if (latest) {
         const age = (this.now().getTime() - Date.parse(latest.createdAt)) / 1000;
         if (age < request.ifOlderThan) {
-          return { skipped: true, reason: `the newest snapshot is ${Math.round(age)}s old, younger than ${request.ifOlderThan}s`, latest: summarize(latest) };
+          const skipped = { skipped: true as const, reason: `the newest snapshot is ${Math.round(age)}s old, younger than ${request.ifOlderThan}s`, latest: summarize(latest) };
+          // A change skipped here waits at most until the interval is up.
+          if (!this.scheduler || this.changeSignal?.() === false) return skipped;
+          const at = this.scheduler.schedule(new Date(Date.parse(latest.createdAt) + request.ifOlderThan * 1000));
+          return { ...skipped, scheduledAt: at.toISOString() };
         }
       }
     }
     const lease = await this.lock.acquire("backup", this.holder);
+    const ends = request.collections ? [] : [...this.watchers].map((w) => w.backupStarting?.(request));
+    let outcome: BackupOutcome | null = null;
     try {
-      const manifest = await takeSnapshot(this.chroma, this.storage, {
+      const taken = await takeSnapshot(this.chroma, this.storage, {
         collections: request.collections,
         tag: request.tag ?? null,
         onProgress,
         now: this.now,
-        beforeCommit: () => lease.assertHeld(),
+        beforeCommit: async () => {
+          signal?.throwIfAborted();
+          await lease.assertHeld();
+        },
         signing: this.manifestKeys,
+        skipUnchanged: !request.force,
       });
+      if (isUnchanged(taken)) {
+        const latest = summarize(taken.unchanged);
+        outcome = { skipped: true, reason: "unchanged", latest, message: `nothing changed since snapshot ${latest.id}: no snapshot committed ("force": true commits one anyway)` };
+        return outcome;
+      }
+      const manifest = taken;
+      for (const w of manifest.warnings) if (w.startsWith(DROP_WARNING_PREFIX)) this.log("warn", w, { snapshot: manifest.id, records: manifest.records, collections: manifest.collections.length });
       let retention: PruneResult | null = null;
       try {
-        retention = await prune(this.storage, this.retention, { keys: this.manifestKeys });
+        retention = await prune(this.storage, this.retention, { keys: this.manifestKeys, now: this.now });
       } catch (err) {
         // The snapshot is committed; a failed rotation is retried by the next one.
         this.log("warn", "retention after backup failed", { snapshot: manifest.id, error: (err as Error).message });
       }
-      return { skipped: false, snapshot: summarize(manifest), manifest, retention };
+      outcome = { skipped: false, snapshot: summarize(manifest), manifest, retention };
+      return outcome;
     } finally {
+      for (const end of ends) end?.(outcome);
       await lease.release();
     }
+  }
+
+  private refuseWhileRestorePending(request: BackupRequest): void {
+    const { state, since, lastError, attempts } = this.restoreState;
+    if (state !== "running" && state !== "failed") return;
+    const why = state === "running" ? `is still running (attempt ${attempts}, since ${since})` : `failed (attempt ${attempts}, at ${since}: ${lastError ?? "unknown error"}) and is being retried`;
+    const message =
+      `automatic backup refused: the startup restore has not succeeded yet; it ${why}. ` +
+      "A backup now could make an empty or partial Chroma the newest snapshot. Wait for the restore to succeed, fix the store it reads from, " +
+      "or, to back up what Chroma holds now on purpose, send a plain POST /backups (without ifOlderThan).";
+    this.log("error", message, { startupRestore: state, attempts, since, lastError, ifOlderThan: request.ifOlderThan ?? null });
+    throw new RestorePendingError(message, { startupRestore: state, since, attempts, lastError: lastError ?? null });
   }
 
   /**
@@ -155,6 +238,8 @@ export class BackupService {
   async restore(request: RestoreRequest = {}, onProgress?: (e: ProgressEvent) => void): Promise<RestoreOutcome> {
     const started = this.now().getTime();
     const existing = (await this.chroma.listCollections()).filter((c) => !isAsideCollection(c.name));
+    // ifEmpty: no collection holds a record (empty ones, e.g. an app's, do not count).
+    const holding = request.ifEmpty ? await this.firstHoldingRecords(existing) : null;
     const skipped: { id: string; reason: string }[] = [];
     let manifest: Manifest;
     if ((request.snapshot ?? "latest") === "latest") {
@@ -164,7 +249,7 @@ export class BackupService {
       for (const d of damaged) if (!candidates[0] || d.id > candidates[0].id) skipped.push({ id: d.id, reason: d.error });
       if (!candidates[0]) return { restored: false, reason: "no snapshot", ...(skipped.length ? { skipped } : {}) };
       manifest = candidates[0];
-      if (request.fallbackToVerified && !(request.ifEmpty && existing.length > 0)) {
+      if (request.fallbackToVerified && !holding) {
         manifest = await this.newestVerified(candidates, skipped);
       }
     } else {
@@ -173,8 +258,8 @@ export class BackupService {
     const plan = planRestore(manifest, request);
     const mode = request.mode ?? "replace";
 
-    if (request.ifEmpty && existing.length > 0) {
-      return { restored: false, reason: `Chroma already holds ${existing.length} collection(s); ifEmpty restores only into an empty Chroma`, snapshot: manifest.id };
+    if (holding) {
+      return { restored: false, reason: `Chroma already holds records (collection ${holding.name} has ${holding.records}); ifEmpty restores only when no collection holds a record`, snapshot: manifest.id };
     }
     const replaced = plan.filter((p) => existing.some((c) => c.name === p.target)).map((p) => p.target);
     if (request.dryRun) {
@@ -188,12 +273,19 @@ export class BackupService {
     }
 
     let safetySnapshot: string | null = null;
-    if ((request.safetySnapshot ?? true) && replaced.length > 0) {
+    // With ifEmpty the collections replaced hold no record: nothing a safety snapshot would keep.
+    if ((request.safetySnapshot ?? true) && replaced.length > 0 && !request.ifEmpty) {
       const outcome = await this.backup({ collections: replaced, tag: SAFETY_TAG });
-      if (!outcome.skipped) safetySnapshot = outcome.snapshot.id;
-      this.log("info", "safety snapshot taken before restore", { snapshot: safetySnapshot, collections: replaced });
+      // Unchanged since the newest safety snapshot (a retried restore): that one keeps the same data.
+      safetySnapshot = outcome.skipped ? outcome.latest.id : outcome.snapshot.id;
+      this.log("info", outcome.skipped ? "safety snapshot before restore: unchanged since the newest one, reused" : "safety snapshot taken before restore", { snapshot: safetySnapshot, collections: replaced });
     }
-    const restored = await restoreSnapshot(this.chroma, this.storage, manifest, { ...request, mode, onProgress, log: this.log });
+    let restored;
+    try {
+      restored = await restoreSnapshot(this.chroma, this.storage, manifest, { ...request, mode, onProgress, log: this.log });
+    } finally {
+      for (const w of this.watchers) w.restored?.();
+    }
     return {
       restored: true,
       snapshot: manifest.id,
@@ -202,6 +294,15 @@ export class BackupService {
       durationMs: this.now().getTime() - started,
       ...(skipped.length ? { skipped } : {}),
     };
+  }
+
+  /** The first collection holding a record, or null when none does. */
+  private async firstHoldingRecords(collections: { id: string; name: string }[]): Promise<{ name: string; records: number } | null> {
+    for (const c of collections) {
+      const records = await this.chroma.count(c.id);
+      if (records > 0) return { name: c.name, records };
+    }
+    return null;
   }
 
   /** The newest of `candidates` (newest first) whose every chunk verifies; the others go to `skipped`. */
@@ -258,6 +359,7 @@ export class BackupService {
       keepWithin: request.keepWithin ?? this.retention.keepWithin,
       keepTags: request.keepTags,
       keepSafety: this.retention.keepSafety,
+      keepBeforeDrop: this.retention.keepBeforeDrop,
     };
     if (request.dryRun) return prune(this.storage, rules, { dryRun: true, limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys });
     const lease = await this.lock.acquire("prune", this.holder);

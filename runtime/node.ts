@@ -118,7 +118,7 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
   const retries = new AbortController();
   const restored = restoreUntilDone(app, service, token, config.restoreOnStart, log, { ...options.restoreRetry, signal: retries.signal });
   // gate/auto-backup wired here: restored.then(() => gate.open()); autoBackup.start() once restored.
-  void restored.then((state) => state !== "aborted" && log("info", "the startup restore is over", { state: service.startupRestore.state, detail: service.startupRestore.detail }));
+  void restored.then((state) => state !== "aborted" && log("info", "the startup restore is over", { state: service.startupRestore.state, lastError: service.startupRestore.lastError }));
   // On-stop hooks run before Chroma stops: AutoBackup.backupOnStop() is wired here.
   const stopHooks: (() => Promise<void>)[] = [];
 

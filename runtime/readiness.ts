@@ -17,7 +17,7 @@ export const READY_PROBE_TIMEOUT_MS = 2000;
 export function readinessProbe(service: BackupService, chroma: ChromaConfig, notReady?: () => string | null): () => Promise<Readiness> {
   const probe = new ChromaRest({ ...chroma, timeoutMs: READY_PROBE_TIMEOUT_MS });
   return async () => {
-    const { state, detail } = service.startupRestore;
+    const { state, lastError: detail } = service.startupRestore;
     if (state === "running") return { ready: false, reason: "startup restore running" };
     if (state === "failed") return { ready: false, reason: `startup restore failed, retrying${detail ? `: ${detail}` : ""}` };
     const own = notReady?.();

@@ -12,6 +12,9 @@ import { FORMAT_VERSION, manifestKey, newSnapshotId, serializeManifest, type Chu
 import type { ManifestKeys } from "./signing.js";
 import { concatBatches, recordDigests, sliceBatch, type RecordBatch } from "./records.js";
 import { isAsideCollection } from "./restore.js";
+import { describeDrop } from "./drop.js";
+import { unchangedFrom } from "./unchanged.js";
+import { SAFETY_TAG } from "../retention.js";
 
 export interface ProgressEvent {
   collection: string;
@@ -42,6 +45,18 @@ export interface SnapshotOptions {
   beforeCommit?: () => Promise<void>;
   /** SNAPSHOT_SIGNING_KEY: signs the manifest, and previous manifests are trusted only when their signature checks. */
   signing?: ManifestKeys;
+  /** When the snapshot read duplicates a committed one (unchangedFrom), commit nothing and answer `{ unchanged }`. */
+  skipUnchanged?: boolean;
+}
+
+/** What takeSnapshot answers instead of a new manifest when nothing changed (`skipUnchanged`). */
+export interface Unchanged {
+  /** The committed snapshot holding exactly what was read. */
+  unchanged: Manifest;
+}
+
+export function isUnchanged(taken: Manifest | Unchanged): taken is Unchanged {
+  return "unchanged" in taken;
 }
 
 /**
@@ -67,7 +82,9 @@ const BOUNDARY_ODDS = 64;
  * records that are gone or changed are listed in its `drop`; once fewer than half of a
  * chunk's records are live, its survivors are written afresh (compaction).
  */
-export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options: SnapshotOptions = {}): Promise<Manifest> {
+export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options: SnapshotOptions & { skipUnchanged: true }): Promise<Manifest | Unchanged>;
+export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options?: SnapshotOptions): Promise<Manifest>;
+export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options: SnapshotOptions = {}): Promise<Manifest | Unchanged> {
   const now = options.now ?? (() => new Date());
   const started = now();
   const id = newSnapshotId(started);
@@ -103,6 +120,15 @@ export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options
     newBytes: 0,
     warnings,
   };
+  if (options.skipUnchanged) {
+    // Every record matched a committed chunk, so nothing new was uploaded (newBytes 0)
+    // and skipping the commit leaves no orphan behind.
+    const same = unchangedFrom(catalog.snapshots, manifest);
+    if (same && uploader.newBytes === 0) return { unchanged: same };
+  }
+  const latest = manifest.tag === SAFETY_TAG ? null : catalog.snapshots.find((m) => m.tag !== SAFETY_TAG);
+  const drop = latest && describeDrop(latest, manifest, options.collections);
+  if (drop) warnings.push(drop);
   // The manifest's own size counts as new bytes: serialize until the figure it states
   // matches its length (a changed digit count settles within a pass or two).
   manifest.durationMs = Math.max(0, now().getTime() - started.getTime());

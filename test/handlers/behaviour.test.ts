@@ -71,6 +71,12 @@ async function records(name: string): Promise<Map<string, DumpedRecord>> {
   return parseDump(await dumpCollection(chroma.url, await collectionId(chroma.url, name)));
 }
 
+let touches = 0;
+/** Changes Chroma's data: one new record in alpha. */
+async function touch(): Promise<void> {
+  await addRecords(chroma.url, await collectionId(chroma.url, "alpha"), makeRecords(1, 8, 700 + touches, `touch-${touches++}`));
+}
+
 async function count(name: string): Promise<number> {
   return rest.count(await collectionId(chroma.url, name));
 }
@@ -85,7 +91,7 @@ describe.each(DRIVERS)("the lock over the %s store", (driver) => {
       [other, api],
     ]) {
       const before = await ids(api);
-      const replies = await Promise.all([a!.post("/backups"), b!.post("/backups")]);
+      const replies = await Promise.all([a!.post("/backups", { force: true }), b!.post("/backups", { force: true })]);
       const statuses = replies.map((r) => r.status).sort();
       expect(statuses, replies.map((r) => r.text).join("\n")).toEqual([201, 409]);
       const won = replies.find((r) => r.status === 201)!;
@@ -112,12 +118,19 @@ describe("ifOlderThan and backupIfDue", () => {
     }
     expect(await ids(api)).toEqual([first.id]);
 
+    // Due, but nothing changed: no snapshot.
+    const unchanged = await api.post("/backups", { ifOlderThan: "0s" });
+    expect(unchanged.status, unchanged.text).toBe(200);
+    expect(unchanged.body).toMatchObject({ skipped: true, reason: "unchanged", latest: { id: first.id } });
+    expect(await ids(api)).toEqual([first.id]);
+    await touch();
     const zero = await api.post("/backups", { ifOlderThan: "0s" });
     expect(zero.status).toBe(201);
     expect(zero.body.skipped).toBe(false);
     expect(await ids(api)).toEqual([zero.body.id, first.id]);
 
     time.advance(2 * HOUR);
+    await touch();
     const later = await api.post("/backups", { ifOlderThan: "1h" });
     expect(later.status).toBe(201);
     expect(Date.parse(later.body.createdAt) - Date.parse(first.createdAt)).toBeGreaterThan(2 * HOUR - 60_000);
@@ -130,6 +143,7 @@ describe("ifOlderThan and backupIfDue", () => {
     time.advance(2 * HOUR);
     const restore = await api.post("/restore", { collections: ["alpha"] });
     expect(restore.body.safetySnapshot).toEqual(expect.any(String));
+    await touch();
     const after = await api.post("/backups", { ifOlderThan: "1h" });
     expect(after.status, after.text).toBe(201);
   });
@@ -146,6 +160,7 @@ describe("ifOlderThan and backupIfDue", () => {
     time.advance(30 * 60_000);
     expect((await service.backupIfDue(3600)).skipped).toBe(true);
     time.advance(31 * 60_000);
+    await touch();
     const due = await service.backupIfDue(3600);
     expect(due.skipped).toBe(false);
     if (due.skipped) return;
@@ -159,6 +174,8 @@ describe("ifOlderThan and backupIfDue", () => {
     time.advance(5 * 60_000);
     expect((await service.backupIfDue()).skipped).toBe(true);
     time.advance(6 * 60_000);
+    expect(await service.backupIfDue()).toMatchObject({ skipped: true, reason: "unchanged" });
+    await touch();
     expect((await service.backupIfDue()).skipped).toBe(false);
   });
 });
@@ -169,7 +186,7 @@ describe("retention and prune", () => {
     const made: string[] = [];
     const forgotten: string[] = [];
     for (let i = 0; i < 5; i++) {
-      const r = await api.post("/backups");
+      const r = await api.post("/backups", { force: true });
       expect(r.status).toBe(201);
       made.push(r.body.id);
       forgotten.push(...r.body.retention.deleted);
@@ -335,7 +352,7 @@ describe("restore", () => {
     const before = await records("alpha");
     const r = await api.post("/restore", { ifEmpty: true });
     expect(r.status).toBe(200);
-    expect(r.body).toMatchObject({ restored: false, reason: expect.stringMatching(/2 collection/), snapshot: snap });
+    expect(r.body).toMatchObject({ restored: false, reason: expect.stringMatching(/already holds records \(collection (alpha has 298|beta has 150)\)/), snapshot: snap });
     expectSameRecords(before, await records("alpha"), false);
     expect(await ids(api)).toEqual([snap]);
 
@@ -421,8 +438,11 @@ describe("restore", () => {
     const { store, api } = await fresh("memory", { keepSafety: 3 });
     await resetChroma(chroma.url, [{ name: "solo", count: 80, dim: 8, seed: 5 }]);
     const snap = await backup(api);
+    const solo = () => collectionId(chroma.url, "solo");
     const safety: string[] = [];
     for (let i = 0; i < 5; i++) {
+      // Each restore replaces data changed since the one before: five distinct safety snapshots.
+      await addRecords(chroma.url, await solo(), makeRecords(1, 8, 60 + i, `changed-${i}`));
       const r = await api.post("/restore", {});
       expect(r.body.restored).toBe(true);
       safety.push(r.body.safetySnapshot);

@@ -243,3 +243,89 @@ describe("properties", () => {
     );
   });
 });
+
+describe("keepBeforeDrop: the snapshot from before a drop is kept for a while", () => {
+  const DAY = 86400;
+  /** A snapshot holding `records`, spread over the named collections. */
+  function sized(createdAt: string, records: number, names: string[] = ["docs"]): Manifest {
+    const m = snap(createdAt);
+    m.collections = names.map((name, i) => ({
+      name,
+      id: `id-${name}`,
+      metadataJson: "null",
+      configurationJson: "{}",
+      dimension: 8,
+      records: Math.floor(records / names.length) + (i < records % names.length ? 1 : 0),
+      recordsAtStart: 0,
+      recordsAtEnd: 0,
+      bytes: 0,
+      chunks: [],
+    }));
+    m.records = records;
+    return m;
+  }
+  const now = new Date("2026-05-10T12:00:00Z");
+
+  it("the issue's scenario: 2,000 records, then four 1-record snapshots, keepLast 3: the 2,000-record one stays", () => {
+    const good = sized("2026-05-10T08:00:00Z", 2000);
+    const bad = [1, 2, 3, 4].map((h) => sized(`2026-05-10T${String(8 + h).padStart(2, "0")}:00:00Z`, 1));
+    const all = [good, ...bad];
+    const decision = applyRetention(all, { keepLast: 3, keepBeforeDrop: 30 * DAY }, now);
+    expect(idsOf(decision.keep)).toEqual([bad[3]!.id, bad[2]!.id, bad[1]!.id, good.id]);
+    expect(decision.reasons.get(good.id)).toEqual(["keepBeforeDrop"]);
+    expect(idsOf(decision.forget)).toEqual([bad[0]!.id]);
+    // The next prune sees the good one followed by a 1-record one: still a drop, still kept.
+    expect(idsOf(applyRetention(decision.keep, { keepLast: 3, keepBeforeDrop: 30 * DAY }, now).keep)).toContain(good.id);
+    // Without the rule (0, or unset) it would have gone.
+    expect(kept(all, { keepLast: 3, keepBeforeDrop: 0 })).not.toContain(good.id);
+    expect(kept(all, { keepLast: 3 })).not.toContain(good.id);
+  });
+
+  it("only for RETENTION_KEEP_BEFORE_DROP after the drop (measured from the drop, on the wall clock)", () => {
+    const good = sized("2026-04-01T00:00:00Z", 500);
+    const drop = sized("2026-04-02T00:00:00Z", 100);
+    const later = sized("2026-04-20T00:00:00Z", 100);
+    const rules: RetentionRules = { keepLast: 1, keepBeforeDrop: 30 * DAY };
+    expect(applyRetention([good, drop, later], rules, new Date("2026-05-01T23:59:00Z")).reasons.get(good.id)).toEqual(["keepBeforeDrop"]);
+    expect(kept([good, drop, later], rules)).toEqual([later.id]); // now: long after
+    expect(idsOf(applyRetention([good, drop, later], rules, new Date("2026-05-02T00:00:01Z")).keep)).toEqual([later.id]);
+  });
+
+  it("a drop is more than half the records, or more than half the collections, gone; small snapshots and growth are no drop", () => {
+    const rules: RetentionRules = { keepLast: 1, keepBeforeDrop: 30 * DAY };
+    const at = (n: number) => `2026-05-0${n}T00:00:00Z`;
+    const keeps = (a: Manifest, b: Manifest) => idsOf(applyRetention([a, b], rules, now).keep).includes(a.id);
+    expect(keeps(sized(at(1), 100), sized(at(2), 49))).toBe(true);
+    expect(keeps(sized(at(1), 100), sized(at(2), 50))).toBe(false); // half is not more than half
+    expect(keeps(sized(at(1), 9), sized(at(2), 0))).toBe(false); // too small to mean anything
+    expect(keeps(sized(at(1), 10), sized(at(2), 0))).toBe(true);
+    expect(keeps(sized(at(1), 100), sized(at(2), 5000))).toBe(false);
+    // Three collections, two of them gone, the records kept in the third.
+    expect(keeps(sized(at(1), 300, ["a", "b", "c"]), sized(at(2), 300, ["a"]))).toBe(true);
+    expect(keeps(sized(at(1), 300, ["a", "b"]), sized(at(2), 300, ["a"]))).toBe(false); // one of two: not more than half
+    // Renamed collections count as gone.
+    expect(keeps(sized(at(1), 300, ["a", "b"]), sized(at(2), 300, ["x", "y"]))).toBe(true);
+  });
+
+  it("each drop keeps the snapshot just before it; safety snapshots neither count nor are kept by it", () => {
+    const a = sized("2026-05-01T00:00:00Z", 1000);
+    const b = sized("2026-05-02T00:00:00Z", 400); // drop from a
+    const c = sized("2026-05-03T00:00:00Z", 150); // drop from b
+    const d = sized("2026-05-04T00:00:00Z", 150);
+    const safety = { ...sized("2026-05-03T12:00:00Z", 5), tag: SAFETY_TAG, id: "safety" };
+    const decision = applyRetention([a, b, c, d, safety], { keepLast: 1, keepSafety: 0, keepBeforeDrop: 30 * DAY }, now);
+    expect(idsOf(decision.keep)).toEqual([d.id, b.id, a.id]);
+    expect(decision.reasons.get(a.id)).toEqual(["keepBeforeDrop"]);
+    expect(decision.reasons.get(b.id)).toEqual(["keepBeforeDrop"]);
+  });
+
+  it("snapshots created in the same millisecond are ordered by id", () => {
+    const t = "2026-05-01T00:00:00.000Z";
+    const big = { ...sized(t, 1000), id: "20260501T000000Z-0001" };
+    const small = { ...sized(t, 1), id: "20260501T000000Z-0002" };
+    for (const order of [[big, small], [small, big]]) {
+      const decision = applyRetention(order, { keepLast: 1, keepBeforeDrop: 30 * DAY }, now);
+      expect(idsOf(decision.keep)).toEqual([small.id, big.id]);
+    }
+  });
+});

@@ -359,7 +359,7 @@ describe("SIGKILL of the service process", () => {
       const listed = await call(current, "GET", "/backups");
       expect((listed.body.snapshots as { id: string }[]).map((s) => s.id).sort()).toEqual([...ids].sort());
       // The next backup succeeds, once the dead process's lease (if any) has expired.
-      const again = await callAfterLease(current, "/backups", {}, killedAt);
+      const again = await callAfterLease(current, "/backups", { force: true }, killedAt);
       expect(again.status, JSON.stringify(again.body)).toBe(201);
       const summary = again.body as { id: string; records: number };
       expect(summary.records).toBe(expected);
@@ -380,7 +380,7 @@ describe("SIGKILL of the service process", () => {
   }, 180_000);
 
   it(`during restores (${RESTORE_KILLS} kills): the collection is its old self or the snapshot's, and a rerun completes the restore`, async () => {
-    const snap = await call(current, "POST", "/backups", {});
+    const snap = await call(current, "POST", "/backups", { force: true });
     expect(snap.status).toBe(201);
     const snapshot = snap.body.id as string;
     const source = await dump("col0");

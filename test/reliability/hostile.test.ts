@@ -434,7 +434,7 @@ describe("every route, fuzzed (fast-check): no 5xx, errors name the problem, a r
 
   beforeAll(async () => {
     w = await makeWorld();
-    for (let i = 0; i < 2; i++) expect((await send(w.app, { method: "POST", path: "/backups", headers: { authorization: `Bearer ${w.token}` } })).status).toBe(201);
+    for (let i = 0; i < 2; i++) expect((await send(w.app, { method: "POST", path: "/backups", headers: { authorization: `Bearer ${w.token}`, "content-type": "application/json" }, body: '{"force":true}' })).status).toBe(201);
   });
   afterAll(async () => {
     await w?.cleanup();
