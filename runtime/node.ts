@@ -3,6 +3,9 @@ import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { serve, type ServerType } from "@hono/node-server";
 import { startEmbeddedChroma, type EmbeddedChroma } from "../lib/chroma/embedded.js";
+import { ChromaGate } from "../lib/chroma/gate.js";
+import { AutoBackup } from "../lib/auto-backup.js";
+import { ASIDE_STALE_MS, sweepAsideCollections } from "../lib/snapshot/aside.js";
 import { loadConfig, type Config, type Env } from "../lib/config.js";
 import { errorFields, jsonLogger, type Logger } from "../lib/log.js";
 import type { BackupService } from "../lib/service.js";
@@ -80,18 +83,37 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
   const { token, generated } = await resolveToken(config, log);
   const storage = await storageFromConfig(config.storage); // a configuration mistake fails before Chroma starts
   let embedded: EmbeddedChroma | null = null;
+  let gate: ChromaGate | null = null;
+  let gateError: string | null = null;
   let chromaUrl = config.chroma.url;
   if (!chromaUrl) {
-    // Until the gate is wired, apps and the service share Chroma at CHROMA_HOST:CHROMA_PORT.
-    // gate wired here: the supervised Chroma on a port of its own, ChromaGate on
-    // config.chromaServe (closed until the startup restore is over), chromaUrl = the Chroma's own URL.
-    embedded = await startEmbeddedChroma({ dataDir: join(config.dataDir, "chroma"), port: config.chromaServe.port });
-    chromaUrl = embedded.url;
-    log("info", "started the embedded Chroma", { url: embedded.url, dataDir: embedded.dataDir });
+    // Chroma listens on a private loopback port; apps reach it through the gate at
+    // CHROMA_HOST:CHROMA_PORT, which opens only once the startup restore is over.
+    const started = await startEmbeddedChroma({ dataDir: join(config.dataDir, "chroma"), log });
+    embedded = started;
+    chromaUrl = started.url;
+    gate = new ChromaGate({ host: config.chromaServe.host, port: config.chromaServe.port, target: () => started.url, log, isUp: () => started.up });
+    log("info", "started the embedded Chroma", { url: started.url, dataDir: started.dataDir, servedAt: `${config.chromaServe.host}:${config.chromaServe.port}` });
   }
   const appChromaUrl = config.chroma.url ?? `http://${config.chromaServe.host}:${config.chromaServe.port}`;
-  const { app, service, readiness } = compose(config, { storage, chromaUrl, token, log });
+  const notReady = () => {
+    if (gateError) return gateError;
+    if (embedded && !embedded.up) return "the embedded Chroma is down and being restarted";
+    if (gate && !gate.isOpen) return "the Chroma gate is not open yet";
+    return null;
+  };
+  const { app, service, readiness, chroma } = compose(config, { storage, chromaUrl, token, log, notReady });
   logSigningStatus(service.manifestKeys, log);
+  // Collections an interrupted restore built aside: all of them on the embedded Chroma (nothing
+  // else writes to it); on a shared one only stale ones (another instance may be building one).
+  await sweepAsideCollections(chroma, log, { olderThanMs: embedded ? 0 : ASIDE_STALE_MS }).catch((err: unknown) => log("warn", "could not sweep aside collections at start", errorFields(err)));
+  const autoBackup = new AutoBackup({
+    service,
+    intervalSeconds: config.backupIntervalSeconds,
+    changeSignal: gate ? () => gate.writes : undefined,
+    log,
+    onStopTimeoutSeconds: config.backupOnStopTimeoutSeconds,
+  });
   if (config.restoreOnStart !== "never") service.markStartupRestore("running");
   const host = config.host ?? (generated ? "127.0.0.1" : "0.0.0.0");
 
@@ -116,11 +138,35 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
   log("info", "chroma-backup is serving", { url, host, port, storage: storage.driver, prefix: config.storage.prefix, chroma: appChromaUrl, version: VERSION });
 
   const retries = new AbortController();
-  const restored = restoreUntilDone(app, service, token, config.restoreOnStart, log, { ...options.restoreRetry, signal: retries.signal });
-  // gate/auto-backup wired here: restored.then(() => gate.open()); autoBackup.start() once restored.
-  void restored.then((state) => state !== "aborted" && log("info", "the startup restore is over", { state: service.startupRestore.state, lastError: service.startupRestore.lastError }));
-  // On-stop hooks run before Chroma stops: AutoBackup.backupOnStop() is wired here.
-  const stopHooks: (() => Promise<void>)[] = [];
+  let restoredData = false;
+  const restored = restoreUntilDone(app, service, token, config.restoreOnStart, log, {
+    ...options.restoreRetry,
+    signal: retries.signal,
+    onSuccess: (answer) => (restoredData = answer.restored === true),
+  });
+  void restored.then(async (state) => {
+    if (state === "aborted") return;
+    log("info", "the startup restore is over", { state: service.startupRestore.state, lastError: service.startupRestore.lastError });
+    if (gate) {
+      try {
+        await gate.open(state === "overridden" ? "an operator skipped the startup restore" : "the startup restore is over");
+      } catch (err) {
+        gateError = `apps cannot reach Chroma: ${(err as Error).message}`;
+        log("error", "the Chroma gate could not open", errorFields(err));
+      }
+    }
+    // Only a restore that put the newest snapshot back vouches for the data; a Chroma that
+    // kept its own data (a disk that survived) may hold changes no snapshot has.
+    if (restoredData) autoBackup.markProtected();
+    autoBackup.start();
+  });
+  const stopHooks: (() => Promise<void>)[] = [
+    async () => {
+      await gate?.close(); // no app write may land after the on-stop backup read its data
+      const result = await autoBackup.backupOnStop();
+      log(result.outcome === "timeout" || result.outcome === "failed" ? "error" : "info", "on-stop backup", { ...result });
+    },
+  ];
 
   let stopping: Promise<void> | null = null;
   const stop = () =>

@@ -53,6 +53,8 @@ export interface RetryOptions {
   maxDelayMs?: number;
   /** Stops the retries (the service is stopping). */
   signal?: AbortSignal;
+  /** Called with the restore handler's answer of the attempt that succeeded. */
+  onSuccess?: (answer: RestoreAnswer) => void;
 }
 
 const sleep = (ms: number, signal?: AbortSignal) =>
@@ -87,9 +89,11 @@ export async function restoreUntilDone(app: Hono<AppEnv>, service: BackupService
     if (state() !== "failed") service.markStartupRestore("running");
     let ok = false;
     let why: string;
+    let answer: RestoreAnswer | undefined;
     try {
       const result = await attempt(app, token, mode, log);
       ok = result.ok;
+      answer = result.body;
       why = result.body.error?.message ?? result.body.error?.code ?? "unknown error";
     } catch (err) {
       why = (err as Error).message;
@@ -99,6 +103,7 @@ export async function restoreUntilDone(app: Hono<AppEnv>, service: BackupService
       return "overridden";
     }
     if (ok) {
+      options.onSuccess?.(answer!);
       service.markStartupRestore("done");
       return "done";
     }

@@ -324,6 +324,9 @@ describe("npm start with a snapshot in the store (one data dir, started twice)",
     expect(second.logs().some((l) => l.message === "startup restore: restored the newest snapshot")).toBe(false);
     expect(await snapshotFiles(backupDir), "no safety snapshot: nothing was replaced").toEqual(snapshotsBefore);
     await expectStopsOnSigterm(second, chromaUrl);
+    // Data the service found on its disk, not from a snapshot, is unprotected: the stop backs it up.
+    expect(second.logs().find((l) => l.message === "on-stop backup")).toMatchObject({ outcome: "committed" });
+    expect(await snapshotFiles(backupDir)).toHaveLength(snapshotsBefore.length + 1);
   }, 45_000);
 });
 
@@ -364,7 +367,7 @@ describe("npm start without BACKUP_API_TOKEN", () => {
     expect(ok.status).toBe(200);
     const status = (await ok.json()) as { chroma: { reachable: boolean }; storage: { driver: string; snapshots: number } };
     expect(status.chroma.reachable).toBe(true);
-    expect(status.storage).toMatchObject({ driver: "fs", snapshots: 1 });
+    expect(status.storage).toMatchObject({ driver: "fs", snapshots: 2 }); // the seeded one and the previous test's on-stop backup
     const wrong = await fetch(`${service.url}/status`, { headers: { authorization: "Bearer not-the-token" } });
     expect(wrong.status).toBe(401);
     expect(wrong.headers.get("www-authenticate")).toMatch(/^Bearer/);
