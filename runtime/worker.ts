@@ -72,13 +72,37 @@ export default {
 
   /** The cron trigger: prune with the configured retention rules, and log the result. */
   async scheduled(_controller: unknown, env: WorkerEnv): Promise<void> {
+    let built: Built;
     try {
-      const { service } = build(env);
+      built = build(env);
+    } catch (err) {
+      jsonLogger("error", "scheduled backup and prune failed", { operation: "scheduled", outcome: "error", ...errorFields(err) });
+      throw err;
+    }
+    const { service, config } = built;
+    // The automatic backup (BACKUP_INTERVAL=off leaves the cron to prune only). Nothing is
+    // held between invocations, so the backup's own unchanged check decides: unchanged data
+    // commits nothing. A failed backup is logged and does not keep the prune from running.
+    let backupFailed: unknown = null;
+    if (config.backupIntervalSeconds !== null) {
+      try {
+        const outcome = await service.backup({ automatic: true });
+        if (outcome.skipped) jsonLogger("info", "scheduled backup skipped", { operation: "backup", outcome: "skipped", reason: outcome.reason, latest: outcome.latest.id });
+        else jsonLogger("info", "scheduled backup", { operation: "backup", outcome: "ok", snapshot: outcome.snapshot.id, records: outcome.snapshot.records, newBytes: outcome.snapshot.newBytes, warnings: outcome.manifest.warnings });
+      } catch (err) {
+        backupFailed = err;
+        jsonLogger("error", "scheduled backup failed", { operation: "backup", outcome: "error", ...errorFields(err) });
+      }
+    }
+    try {
       const result = await service.prune();
       jsonLogger("info", "scheduled prune", { operation: "prune", outcome: "ok", deleted: result.deleted, chunksDeleted: result.chunksDeleted, bytesFreed: result.bytesFreed, remaining: result.remaining, warnings: result.warnings });
     } catch (err) {
       jsonLogger("error", "scheduled prune failed", { operation: "prune", outcome: "error", ...errorFields(err) });
       throw err;
     }
+    // Rethrown so the failed run shows in the cron's status.
+    if (backupFailed) throw backupFailed;
   },
+
 };

@@ -15,14 +15,13 @@ import { CHURN } from "./dataset.js";
 const chromaUrl = inject("chromaUrl");
 const TOKEN = "workers-test-token";
 const PREFIX = "wk-prune/";
-const HOUR = 3600_000;
 
 /** The default export as the runtime sees it: an ExportedHandler, whose scheduled takes (controller, env, ctx). */
 const handler: ExportedHandler<WorkerEnv> = worker;
 /** As deployed (wrangler.toml keeps the newest 24 and a daily 7), in a prefix of its own. */
 const deployed: WorkerEnv = { ...env, CHROMA_URL: chromaUrl, BACKUP_API_TOKEN: TOKEN, STORAGE_PREFIX: PREFIX };
-/** The same deployment with the retention the cron should apply: the newest 2, nothing else. */
-const keepTwo: WorkerEnv = { ...deployed, RETENTION_KEEP_LAST: "2", RETENTION_KEEP_DAILY: "" };
+/** The same deployment with the retention the cron should apply: the newest 2, nothing else; the cron prunes only. */
+const keepTwo: WorkerEnv = { ...deployed, RETENTION_KEEP_LAST: "2", RETENTION_KEEP_DAILY: "", BACKUP_INTERVAL: "off" };
 
 const store = withPrefix(r2Storage(env.BACKUP_BUCKET), PREFIX);
 
@@ -72,8 +71,32 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
+describe("runtime/worker.ts scheduled (cron) backup", () => {
+  it("takes the automatic backup when data changed, commits nothing when it did not, then prunes", async () => {
+    const cronEnv: WorkerEnv = { ...deployed, STORAGE_PREFIX: "wk-cron/", RETENTION_KEEP_LAST: "5" };
+    const cronStore = withPrefix(r2Storage(env.BACKUP_BUCKET), "wk-cron/");
+    const manifests = async () => (await env.BACKUP_BUCKET.list({ prefix: "wk-cron/snapshots/" })).objects.length;
+
+    const first = await fireCron(cronEnv);
+    expect(first.map((l) => l.message)).toEqual(["scheduled backup", "scheduled prune"]);
+    expect(await manifests()).toBe(1);
+
+    const idle = await fireCron(cronEnv);
+    expect(idle[0]).toMatchObject({ message: "scheduled backup skipped", reason: "unchanged" });
+    expect(await manifests(), "unchanged data: no new snapshot").toBe(1);
+
+    const id = await collectionId(chromaUrl, CHURN.name);
+    await addRecords(chromaUrl, id, makeRecords(3, CHURN.dim, CHURN.seed + 100, CHURN.name), "upsert");
+    const changed = await fireCron(cronEnv);
+    expect(changed[0]).toMatchObject({ message: "scheduled backup", outcome: "ok" });
+    expect(await manifests()).toBe(2);
+    const newest = await readManifest(cronStore, changed[0]!.snapshot as string);
+    expect(newest.collections.find((c) => c.name === CHURN.name)?.records).toBe(CHURN.count);
+  });
+});
+
 describe("runtime/worker.ts scheduled (cron) prune", () => {
-  it("keeps only the newest RETENTION_KEEP_LAST snapshots, and sweeps their chunks once the 1h grace has passed", async () => {
+  it("keeps only the newest RETENTION_KEEP_LAST snapshots and sweeps the chunks only they used", async () => {
     const id = await collectionId(chromaUrl, CHURN.name);
     for (let round = 1; round <= 4; round++) {
       // New embeddings for a third of the records: each snapshot gets chunks the others lack.
@@ -91,20 +114,14 @@ describe("runtime/worker.ts scheduled (cron) prune", () => {
     expect(orphans.length, "chunks only the two oldest snapshots use").toBeGreaterThan(0);
     expect(await chunkHashes()).toEqual(all);
 
-    // First cron: the two oldest manifests go; their chunks are younger than the grace period, so stay.
+    // The cron: the two oldest manifests go, and with them the chunks only they used: a prune
+    // holds the lock, so no backup can be uploading chunks it has not referenced yet.
     const first = await fireCron(keepTwo);
-    expect(first).toMatchObject([{ level: "info", message: "scheduled prune", outcome: "ok", deleted: before.slice(2).reverse(), chunksDeleted: 0 }]);
-    expect(await listIds()).toEqual(before.slice(0, 2));
-    expect(await chunkHashes()).toEqual(all);
-
-    // Two hours later (only Date is faked: R2 keeps the real upload times) the next cron sweeps them.
-    vi.useFakeTimers({ toFake: ["Date"] });
-    vi.setSystemTime(Date.now() + 2 * HOUR);
-    const later = await fireCron(keepTwo);
-    vi.useRealTimers();
-    expect(later).toMatchObject([{ message: "scheduled prune", outcome: "ok", deleted: [], chunksDeleted: orphans.length }]);
+    expect(first).toMatchObject([{ level: "info", message: "scheduled prune", outcome: "ok", deleted: before.slice(2).reverse(), chunksDeleted: orphans.length }]);
     expect(await listIds()).toEqual(before.slice(0, 2));
     expect(await chunkHashes()).toEqual(kept);
+    const again = await fireCron(keepTwo);
+    expect(again).toMatchObject([{ message: "scheduled prune", outcome: "ok", deleted: [], chunksDeleted: 0 }]);
     expect(await env.BACKUP_BUCKET.list({ prefix: `${PREFIX}locks/` }).then((l) => l.objects.length), "the prune released its lock").toBe(0);
 
     // What is left restores: the newest snapshot verifies through the Worker.
@@ -121,7 +138,7 @@ describe("runtime/worker.ts scheduled (cron) prune", () => {
       try {
         await expect(handler.scheduled!(createScheduledController(), broken, createExecutionContext())).rejects.toThrow(why);
         expect(errors).toHaveBeenCalledOnce();
-        expect(JSON.parse(String(errors.mock.calls[0]![0]))).toMatchObject({ level: "error", message: "scheduled prune failed", error: expect.stringMatching(why) });
+        expect(JSON.parse(String(errors.mock.calls[0]![0]))).toMatchObject({ level: "error", message: "scheduled backup and prune failed", error: expect.stringMatching(why) });
       } finally {
         errors.mockRestore();
       }
