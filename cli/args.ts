@@ -34,11 +34,12 @@ export const COMMANDS: CommandSpec[] = [
     name: "backup",
     args: [],
     summary: "take a snapshot of Chroma",
-    notes: ["Exits 0 also when --if-older-than skipped the backup (the JSON says skipped: true)."],
+    notes: ["Exits 0 also when the backup was skipped: --if-older-than, or unchanged data (the JSON says skipped: true and why)."],
     options: {
       collections: { type: "string", multiple: true, value: "a,b", help: "only these collections (repeatable or comma-separated)" },
       "if-older-than": { type: "string", value: "DURATION", help: 'skip when the newest snapshot is younger than this ("90s", "15m", "1h", "7d")' },
       tag: { type: "string", value: "TAG", help: "tag the snapshot" },
+      force: { type: "boolean", help: "commit a snapshot even when nothing changed since the newest one" },
     },
   },
   {
@@ -51,7 +52,7 @@ export const COMMANDS: CommandSpec[] = [
       collections: { type: "string", multiple: true, value: "a,b", help: "only these collections of the snapshot (repeatable or comma-separated)" },
       rename: { type: "string", multiple: true, value: "FROM=TO", help: "restore collection FROM under the name TO (repeatable or comma-separated)" },
       merge: { type: "boolean", help: "upsert into existing collections instead of replacing them" },
-      "if-empty": { type: "boolean", help: "restore only when Chroma holds no collection" },
+      "if-empty": { type: "boolean", help: "restore only when no collection in Chroma holds a record" },
       "skip-safety-snapshot": { type: "boolean", help: "do not snapshot the collections about to be replaced first" },
       "dry-run": { type: "boolean", help: "report what would happen; change nothing" },
     },

@@ -76,7 +76,7 @@ export function buildRequest(command: string, values: OptionValues, positionals:
       return {
         method: "POST",
         path: "/backups",
-        body: compact({ collections: collections(values, command), ifOlderThan: duration(values, "if-older-than", command), tag: str(values, "tag") }),
+        body: compact({ collections: collections(values, command), ifOlderThan: duration(values, "if-older-than", command), tag: str(values, "tag"), force: values.force ? true : undefined }),
         progress: "bar",
         label: "backing up",
       };
@@ -280,7 +280,9 @@ function render(command: string, body: Json, request: ApiRequest): string {
 function renderBackup(body: Json): string {
   if (body.skipped) {
     const latest = body.latest as Summary | undefined;
-    return `backup skipped: ${String(body.reason)}${latest ? `\nnewest snapshot: ${latest.id} (${formatTime(latest.createdAt)}, ${ago(latest.createdAt)})` : ""}\n`;
+    const hint = body.reason === "unchanged" ? "\nnothing changed since the newest snapshot (--force commits one anyway)" : "";
+    const scheduled = typeof body.scheduledAt === "string" ? `\nan automatic backup is scheduled for ${formatTime(body.scheduledAt)}` : "";
+    return `backup skipped: ${String(body.reason)}${hint}${scheduled}${latest ? `\nnewest snapshot: ${latest.id} (${formatTime(latest.createdAt)}, ${ago(latest.createdAt)})` : ""}\n`;
   }
   const s = body as unknown as Summary & { warnings?: string[]; retention?: { deleted: string[]; chunksDeleted: number; bytesFreed: number } | null };
   let out = `snapshot ${s.id}${s.tag ? ` [${s.tag}]` : ""}: ${plural(s.collections, "collection")}, ${plural(s.records, "record")}, ${formatBytes(s.bytes)} (${formatBytes(s.newBytes)} new) in ${formatDuration(s.durationMs)}\n`;

@@ -55,6 +55,7 @@ describe("buildRequest", () => {
   it("backup", () => {
     expect(request(["backup"])).toMatchObject({ method: "POST", path: "/backups", body: {}, progress: "bar" });
     expect(request(["backup", "--collections", "a,b", "--collections", "c", "--if-older-than", "1h", "--tag", "nightly"]).body).toEqual({ collections: ["a", "b", "c"], ifOlderThan: "1h", tag: "nightly" });
+    expect(request(["backup", "--force"]).body).toEqual({ force: true });
   });
 
   it("restore", () => {
