@@ -9,7 +9,8 @@ export const createBackup = async (c: AppContext) => {
   return runWithProgress(
     c,
     async (onProgress) => {
-      const outcome = await service.backup(body, onProgress);
+      // The request's signal aborts when the client disconnects: the backup stops and commits nothing.
+      const outcome = await service.backup(body, onProgress, c.req.raw.signal);
       logOutcome(c, outcome);
       return outcome;
     },

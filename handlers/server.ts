@@ -50,13 +50,13 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
   const config = loadConfig(env, join);
   config.dataDir = resolve(config.dataDir);
   const { token, generated } = await resolveToken(config, log);
-  const storage = await storageFromConfig(config.storage); // a configuration mistake fails before Chroma starts
+  const storage = await storageFromConfig(config.storage, { log }); // a configuration mistake fails before Chroma starts
   let embedded: EmbeddedChroma | null = null;
   if (!config.chroma.url) {
     embedded = await startEmbeddedChroma({ dataDir: join(config.dataDir, "chroma") });
     log("info", "started the embedded Chroma", { url: embedded.url, dataDir: embedded.dataDir });
   }
-  const chroma = new ChromaRest({ url: config.chroma.url ?? embedded!.url, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey });
+  const chroma = new ChromaRest({ url: config.chroma.url ?? embedded!.url, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey, timeoutMs: config.chroma.timeoutMs });
   const service = BackupService.fromConfig(config, { chroma, storage, log });
   logSigningStatus(service.manifestKeys, log);
   const app = createApp({ service, token, version: VERSION, log });

@@ -9,6 +9,7 @@ import { errorFields, jsonLogger } from "../lib/log.js";
 import { BackupService } from "../lib/service.js";
 import { withPrefix } from "../lib/storage/prefixed.js";
 import { r2Storage, type R2BucketLike } from "../lib/storage/r2.js";
+import { retryingStorage } from "../lib/storage/retry.js";
 import { createApp } from "./app.js";
 import { errorBody } from "./errors.js";
 import { VERSION } from "./version.js";
@@ -47,8 +48,8 @@ function buildFresh(env: WorkerEnv): Built {
   const vars = Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => typeof e[1] === "string"));
   const config = loadConfig({ ...vars, STORAGE: "r2" });
   if (!config.chroma.url) throw new Error("set CHROMA_URL (a Chroma reachable over HTTP) in wrangler.toml [vars] or as a secret");
-  const chroma = new ChromaRest({ url: config.chroma.url, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey });
-  const storage = withPrefix(r2Storage(env.BACKUP_BUCKET), config.storage.prefix);
+  const chroma = new ChromaRest({ url: config.chroma.url, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey, timeoutMs: config.chroma.timeoutMs });
+  const storage = withPrefix(retryingStorage(r2Storage(env.BACKUP_BUCKET), { timeoutMs: config.storage.timeoutMs, log: jsonLogger }), config.storage.prefix);
   const service = BackupService.fromConfig(config, { chroma, storage, log: jsonLogger, holder: `worker-${crypto.randomUUID().slice(0, 8)}` });
   // No token, no service: a Worker cannot generate and show one the way `npm start` does.
   const token = config.token ?? "";

@@ -42,10 +42,10 @@ export async function inProcessTransport(env: Env, log: Logger): Promise<Transpo
       return fetch(input, init);
     };
   }
-  const chroma = new ChromaRest({ url: chromaUrl, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey, fetch: chromaFetch });
+  const chroma = new ChromaRest({ url: chromaUrl, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey, timeoutMs: config.chroma.timeoutMs, fetch: chromaFetch });
   let storage;
   try {
-    storage = await storageFromConfig(config.storage);
+    storage = await storageFromConfig(config.storage, { log });
   } catch (err) {
     throw new CliError((err as Error).message, err instanceof BackupError ? EXIT.usage : EXIT.unavailable, { cause: err });
   }
