@@ -242,7 +242,9 @@ export function retryingStorage(storage: Storage, options: RetryingOptions = {})
     /** Opens the object again and reads past the bytes already delivered, checking them. */
     const resume = async () => {
       void reader.cancel().catch(() => {});
-      reader = (await retried("get", key, timeoutMs, () => storage.get(key))).getReader();
+      const deadline = new Deadline((waited) => timeoutError(driver, "get", key, waited));
+      deadline.reset(timeoutMs);
+      reader = (await deadline.race(storage.get(key))).getReader(); // one try: a failure here uses up the same budget
       let offset = 0;
       let part = 0;
       let within = 0;
@@ -266,21 +268,36 @@ export function retryingStorage(storage: Storage, options: RetryingOptions = {})
       }
       return null;
     };
+    // Retryable: a read garbled on the way differs too, and the next one may match.
     const changed = () =>
-      new StorageError(`${driver}: get ${key} failed: the object changed while it was read again after a broken read`, { driver, operation: "get", key, kind: "failed" });
+      new StorageError(`${driver}: get ${key} failed: read again after a broken read, the object's first ${deliveredBytes} bytes differ`, {
+        driver,
+        operation: "get",
+        key,
+        kind: "unavailable",
+        retryable: true,
+      });
+    let broken: unknown = null;
     return new ReadableStream<Uint8Array>({
       async pull(controller) {
         for (;;) {
           let chunk: Uint8Array | null;
           try {
-            const { done, value } = await read();
-            if (done) return controller.close();
-            chunk = value;
+            if (broken !== null) {
+              if (deliveredBytes > MAX_RESUME_BYTES) throw broken;
+              await tries.next(broken);
+              broken = null;
+              chunk = await resume();
+              if (chunk === null) continue;
+            } else {
+              const { done, value } = await read();
+              if (done) return controller.close();
+              chunk = value;
+            }
           } catch (err) {
-            if (deliveredBytes > MAX_RESUME_BYTES) throw err;
-            await tries.next(err);
-            chunk = await resume();
-            if (chunk === null) continue;
+            if (tries.attempt >= attempts || !isTransient(err) || err === broken) throw err;
+            broken = err;
+            continue;
           }
           tries.restart();
           if (deliveredBytes + chunk.byteLength <= MAX_RESUME_BYTES) delivered.push(chunk);

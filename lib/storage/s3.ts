@@ -190,7 +190,7 @@ export function s3Storage(options: S3Options): Storage {
     try {
       const response = await send(call, payloadHash, controller.signal);
       const result = await handle(response);
-      if (streamed) return idleWatched(result as ReadableStream<Uint8Array>, () => arm(timeoutMs), () => clearTimeout(timer)) as T;
+      if (streamed) return idleWatched(result as ReadableStream<Uint8Array>, controller.signal, () => arm(timeoutMs), () => clearTimeout(timer)) as T;
       clearTimeout(timer);
       return result;
     } catch (err) {
@@ -208,13 +208,22 @@ export function s3Storage(options: S3Options): Storage {
     }
   }
 
-  /** `body`, calling `progress` on each piece and `done` at its end; an aborted read fails with our timeout's error. */
-  function idleWatched(body: ReadableStream<Uint8Array>, progress: () => void, done: () => void): ReadableStream<Uint8Array> {
+  /** `body`, calling `progress` on each piece and `done` at its end; once `signal` aborts (our timeout), reads fail with its reason. */
+  function idleWatched(body: ReadableStream<Uint8Array>, signal: AbortSignal, progress: () => void, done: () => void): ReadableStream<Uint8Array> {
     const reader = body.getReader();
+    const aborted = new Promise<never>((_, reject) => {
+      const stop = () => {
+        reject(signal.reason as Error);
+        void reader.cancel(signal.reason).catch(() => {});
+      };
+      if (signal.aborted) stop();
+      else signal.addEventListener("abort", stop, { once: true });
+    });
+    aborted.catch(() => {});
     return new ReadableStream<Uint8Array>({
       async pull(controller) {
         try {
-          const { done: ended, value } = await reader.read();
+          const { done: ended, value } = await Promise.race([reader.read(), aborted]);
           if (ended) {
             done();
             controller.close();
