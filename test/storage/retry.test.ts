@@ -32,10 +32,12 @@ function hangingStorage(): Storage & { calls: number } {
     get: () => (self.calls++, never()),
     head: () => (self.calls++, never()),
     delete: () => (self.calls++, never()),
-    async *list() {
-      self.calls++;
-      await never();
-    },
+    list: () => ({
+      [Symbol.asyncIterator]: () => {
+        self.calls++;
+        return { next: never };
+      },
+    }),
   };
   return self;
 }
