@@ -172,6 +172,8 @@ export class Lease {
   private lost: LeaseLostError | null = null;
   private renewing: Promise<void> = Promise.resolve();
   private renewalInFlight = false;
+  /** When the renewal in flight started. */
+  private renewalStartedAt = 0;
   private readonly controller = new AbortController();
   /** When the lease was last written (taken or renewed). */
   private renewedAt = Date.now();
@@ -182,13 +184,15 @@ export class Lease {
     public info: LeaseInfo,
   ) {
     this.timer = setInterval(() => {
-      // A renewal that hangs must not keep an expired lease looking held.
-      if (this.expired()) this.lose(this.expiredMessage(this.lastError));
+      // A renewal that hangs must not keep an expired lease looking held. (A process that
+      // was merely starved of CPU finds its renewal done, or quick, once it runs again.)
+      if (this.expired() && this.renewalHung()) this.lose(this.expiredMessage(this.lastError));
       if (this.lost) return;
       // One renewal at a time: release() awaits only `renewing`, so an older, slower one
       // could otherwise land after the lease was dropped and bring it back.
       if (this.renewalInFlight) return;
       this.renewalInFlight = true;
+      this.renewalStartedAt = Date.now();
       this.renewing = this.renew().finally(() => {
         this.renewalInFlight = false;
       });
@@ -201,6 +205,11 @@ export class Lease {
   /** Past its expiry, by the lock's clock (the one the expiry was computed with). */
   private expired(): boolean {
     return Date.parse(this.info.expiresAt) <= this.lock.clock();
+  }
+
+  /** A renewal has been waiting on the store longer than the lease lasts (at least 5 s). */
+  private renewalHung(): boolean {
+    return this.renewalInFlight && Date.now() - this.renewalStartedAt > Math.max(this.lock.ttlMs, 5000);
   }
 
   /** Aborts when the lease is lost; its reason is the LeaseLostError. */
@@ -227,7 +236,7 @@ export class Lease {
         this.info = renewed;
         this.renewedAt = Date.now();
         this.lastError = null;
-      } else this.lose("another caller took the lock over after this lease expired: the operation was abandoned, nothing was committed");
+      } else this.lose("lost the lock: another caller took it over after this lease expired: the operation was abandoned, nothing was committed");
     } catch (err) {
       // A failed renewal is not yet a lost lock: the lease is still valid until it expires.
       this.lastError = (err as Error).message;
@@ -237,8 +246,20 @@ export class Lease {
 
   /** Throws when the lock was lost, so work done without it is never committed. */
   async assertHeld(): Promise<void> {
-    if (this.expired()) this.lose(this.expiredMessage(this.lastError));
-    if (!this.lost) await Promise.race([this.renewing, new Promise((resolve) => setTimeout(resolve, this.lock.releaseWaitMs))]);
+    if (!this.lost && this.expired() && !this.renewalInFlight) {
+      // Expired with no renewal under way (the process was starved): renew now, to learn whether it was taken over.
+      this.renewalInFlight = true;
+      this.renewalStartedAt = Date.now();
+      this.renewing = this.renew().finally(() => {
+        this.renewalInFlight = false;
+      });
+    }
+    if (!this.lost) {
+      // A renewal in flight may be about to find the lease taken over; a hung one is not waited for long.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([this.renewing, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.lock.releaseWaitMs)))]);
+      clearTimeout(timer);
+    }
     if (this.expired()) this.lose(this.expiredMessage(this.lastError));
     if (this.lost) throw this.lost;
   }

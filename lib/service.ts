@@ -38,6 +38,8 @@ export interface ServiceOptions {
 export interface RunningOperation {
   operation: "backup" | "prune";
   startedAt: string;
+  /** Its lease's expiry once taken (renewed while it runs); before that, when a lease taken now would expire. */
+  expiresAt: string;
 }
 
 export interface BackupRequest {
@@ -124,10 +126,11 @@ export class BackupService {
         holder: this.holder,
         operation: busy.operation,
         startedAt: busy.startedAt,
-        expiresAt: null,
+        expiresAt: busy.expiresAt,
       });
     }
-    this.running = { operation, startedAt: this.now().toISOString() };
+    const started = this.now();
+    this.running = { operation, startedAt: started.toISOString(), expiresAt: new Date(started.getTime() + this.lock.ttlMs).toISOString() };
     try {
       return await fn();
     } finally {
@@ -158,6 +161,7 @@ export class BackupService {
     }
     callerLeft?.throwIfAborted();
     const lease = await this.lock.acquire("backup", this.holder);
+    if (this.running) this.running.expiresAt = lease.info.expiresAt;
     // Stops when the lease is lost or the caller left; checked between pages and chunks.
     const stop = callerLeft ? AbortSignal.any([lease.signal, callerLeft]) : lease.signal;
     try {
