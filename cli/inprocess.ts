@@ -41,7 +41,7 @@ export async function inProcessTransport(env: Env, log: Logger): Promise<Transpo
   }
   let storage;
   try {
-    storage = await storageFromConfig(config.storage);
+    storage = await storageFromConfig(config.storage, { log });
   } catch (err) {
     throw new CliError((err as Error).message, err instanceof BackupError ? EXIT.usage : EXIT.unavailable, { cause: err });
   }

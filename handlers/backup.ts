@@ -10,7 +10,8 @@ export const createBackup = async (c: AppContext) => {
     c,
     async (onProgress) => {
       // An ifOlderThan call is an automatic backup (held while the startup restore has not succeeded).
-      const outcome = await service.backup({ ...body, automatic: body.ifOlderThan !== undefined }, onProgress);
+      // The request's signal aborts when the client disconnects: the backup stops and commits nothing.
+      const outcome = await service.backup({ ...body, automatic: body.ifOlderThan !== undefined }, onProgress, c.req.raw.signal);
       logOutcome(c, outcome);
       return outcome;
     },

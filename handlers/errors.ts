@@ -1,7 +1,8 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type * as v from "valibot";
-import { BackupError, ChromaRequestError, ChromaUnavailableError, ConflictError, InvalidRequestError, NotFoundError, RestorePendingError, SnapshotCorruptError } from "../lib/errors.js";
+import { BackupError, ChromaRequestError, ChromaUnavailableError, ConflictError, InvalidRequestError, NotFoundError, OperationCancelledError, RestorePendingError, SnapshotCorruptError } from "../lib/errors.js";
+import { LeaseLostError } from "../lib/lock.js";
 import { StorageError } from "../lib/storage/errors.js";
 
 export interface ApiError {
@@ -40,6 +41,10 @@ export function toApiError(err: unknown): ApiError {
   if (err instanceof RestorePendingError) return { status: 409, code: "restore_pending", message: err.message, details: err.details };
   if (err instanceof SnapshotCorruptError) return { status: 422, code: "snapshot_corrupt", message: err.message, details: { chunk: err.chunk, collection: err.collection } };
   if (err instanceof ChromaUnavailableError) return { status: 503, code: "chroma_unavailable", message: err.message, details: err.details };
+  // The store did not let the lease be renewed: a storage fault, never an internal error.
+  if (err instanceof LeaseLostError) return { status: 503, code: "storage_unavailable", message: err.message, details: err.details };
+  // Nobody reads this answer (the client left); it is what the log shows.
+  if (err instanceof OperationCancelledError) return { status: 503, code: "cancelled", message: err.message };
   if (err instanceof ChromaRequestError) return { status: 502, code: "chroma_error", message: err.message, details: err.details };
   if (err instanceof StorageError) {
     if (err.kind === "invalid_key") return { status: 400, code: "invalid_request", message: err.message };

@@ -8,7 +8,7 @@ export const restore = async (c: AppContext) => {
   return runWithProgress(
     c,
     async (onProgress) => {
-      const outcome = await service.restore(body, onProgress);
+      const outcome = await service.restore(body, onProgress, c.req.raw.signal);
       logFields(c, outcome.restored ? { snapshot: outcome.snapshot, collections: outcome.collections.length, records: outcome.collections.reduce((n, x) => n + x.records, 0), safetySnapshot: outcome.safetySnapshot } : { restored: false, reason: outcome.reason });
       return outcome;
     },

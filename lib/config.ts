@@ -12,7 +12,7 @@ export interface Config {
   host: string | null;
   token: string | null;
   dataDir: string;
-  chroma: { url: string | null; tenant?: string; database?: string; apiKey?: string };
+  chroma: { url: string | null; tenant?: string; database?: string; apiKey?: string; /** CHROMA_TIMEOUT */ timeoutMs?: number };
   /** CHROMA_HOST, CHROMA_PORT: where the embedded Chroma is served to apps. */
   chromaServe: { host: string; port: number };
   storage: {
@@ -21,6 +21,8 @@ export interface Config {
     backupDir: string;
     replitBucketId?: string;
     s3?: { endpoint: string; bucket: string; region?: string; accessKeyId: string; secretAccessKey: string; forcePathStyle?: boolean };
+    /** STORAGE_TIMEOUT: a storage call (or a stream) without progress for this long fails; retries stay within twice that. */
+    timeoutMs?: number;
   };
   restoreOnStart: RestoreOnStart;
   backupMinIntervalSeconds: number;
@@ -62,6 +64,13 @@ function intVar(env: Env, name: string, fallback: number): number {
   return Number(raw);
 }
 
+/** STORAGE_TIMEOUT, CHROMA_TIMEOUT: a duration of at least 1s, default 60s; in ms. */
+function timeoutVar(env: Env, name: string): number {
+  const ms = Math.round(parseDuration(env[name] || "60s", name) * 1000);
+  if (ms < 1000) fail(name, `must be at least 1s, got ${JSON.stringify(env[name])}`);
+  return ms;
+}
+
 function optionalInt(env: Env, name: string): number | undefined {
   return env[name] === undefined || env[name] === "" ? undefined : intVar(env, name, 0);
 }
@@ -95,13 +104,20 @@ export function loadConfig(env: Env, join: (...parts: string[]) => string = (...
     host: env.HOST || null,
     token: env.BACKUP_API_TOKEN || null,
     dataDir,
-    chroma: { url: env.CHROMA_URL || null, tenant: env.CHROMA_TENANT || undefined, database: env.CHROMA_DATABASE || undefined, apiKey: env.CHROMA_API_KEY || undefined },
+    chroma: {
+      url: env.CHROMA_URL || null,
+      tenant: env.CHROMA_TENANT || undefined,
+      database: env.CHROMA_DATABASE || undefined,
+      apiKey: env.CHROMA_API_KEY || undefined,
+      timeoutMs: timeoutVar(env, "CHROMA_TIMEOUT"),
+    },
     chromaServe: { host: env.CHROMA_HOST || "127.0.0.1", port: intVar(env, "CHROMA_PORT", 8000) },
     storage: {
       driver,
       prefix: env.STORAGE_PREFIX ?? "chromadb/",
       backupDir: env.BACKUP_DIR || join(dataDir, "backups"),
       replitBucketId: env.REPLIT_BUCKET_ID || undefined,
+      timeoutMs: timeoutVar(env, "STORAGE_TIMEOUT"),
     },
     restoreOnStart: oneOf<RestoreOnStart>(env, "RESTORE_ON_START", ["if-empty", "always", "never"], "if-empty"),
     backupMinIntervalSeconds: parseDuration(env.BACKUP_MIN_INTERVAL || "1h", "BACKUP_MIN_INTERVAL"),

@@ -28,6 +28,11 @@ export class ConflictError extends BackupError {
   override name = "ConflictError";
 }
 
+/** The caller went away (a client that disconnected): the operation was stopped and committed nothing. */
+export class OperationCancelledError extends BackupError {
+  override name = "OperationCancelledError";
+}
+
 /** A checksum, size or decode failure in data read back from storage. */
 export class SnapshotCorruptError extends BackupError {
   override name = "SnapshotCorruptError";

@@ -1,6 +1,6 @@
 import { ConflictError, BackupError } from "./errors.js";
 import { isNotFound } from "./storage/errors.js";
-import { isTransient, retryStorage } from "./storage/retry.js";
+import { formatWait, isTransient } from "./storage/retry.js";
 import { readAll } from "./storage/streams.js";
 import type { Storage } from "./storage/types.js";
 
@@ -15,6 +15,17 @@ export interface LockOptions {
   /** A lease not renewed for this long is considered abandoned (its holder died). */
   ttlMs?: number;
   now?: () => number;
+  /** How long `release()` waits for the store before it lets the lease expire instead; default 5 s. */
+  releaseWaitMs?: number;
+}
+
+/**
+ * The lease of a running backup or prune was lost: it could not be renewed before it
+ * expired (the store hung or failed), or another caller took it over. The operation is
+ * abandoned and commits nothing; the API answers 503 storage_unavailable.
+ */
+export class LeaseLostError extends BackupError {
+  override name = "LeaseLostError";
 }
 
 /**
@@ -28,7 +39,8 @@ export interface LockOptions {
  * two callers can never both take over the same dead lease.
  */
 export class StoreLock {
-  private readonly ttlMs: number;
+  readonly ttlMs: number;
+  readonly releaseWaitMs: number;
   private readonly now: () => number;
 
   constructor(
@@ -37,6 +49,7 @@ export class StoreLock {
     options: LockOptions = {},
   ) {
     this.ttlMs = options.ttlMs ?? 60_000;
+    this.releaseWaitMs = options.releaseWaitMs ?? 5000;
     this.now = options.now ?? Date.now;
   }
 
@@ -45,22 +58,19 @@ export class StoreLock {
   }
 
   private async epochs(): Promise<number[]> {
-    const out = await retryStorage(async () => {
-      const found: number[] = [];
-      for await (const info of this.storage.list(`locks/${this.name}/`)) {
-        const match = /\/(\d{12})\.json$/.exec(info.key);
-        if (match) found.push(Number(match[1]));
-      }
-      return found;
-    });
-    return out.sort((a, b) => a - b);
+    const found: number[] = [];
+    for await (const info of this.storage.list(`locks/${this.name}/`)) {
+      const match = /\/(\d{12})\.json$/.exec(info.key);
+      if (match) found.push(Number(match[1]));
+    }
+    return found.sort((a, b) => a - b);
   }
 
   /** The lease of `epoch`; null when it is gone, or unreadable three times (a torn read must not free a held lock). */
   private async read(epoch: number): Promise<LeaseInfo | null> {
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        const bytes = await retryStorage(async () => readAll(await this.storage.get(this.key(epoch)), 64 * 1024));
+        const bytes = await readAll(await this.storage.get(this.key(epoch)), 64 * 1024);
         const parsed = JSON.parse(new TextDecoder().decode(bytes)) as LeaseInfo | null;
         if (typeof parsed?.holder === "string" && typeof parsed.expiresAt === "string") return parsed;
       } catch (err) {
@@ -134,8 +144,13 @@ export class StoreLock {
 
   /** @internal used by Lease */
   async drop(epoch: number): Promise<void> {
-    // A lease left behind blocks every backup and prune until it expires: worth a retry.
-    await retryStorage(() => this.storage.delete(this.key(epoch)));
+    // A lease left behind blocks every backup and prune until it expires (the store retries).
+    await this.storage.delete(this.key(epoch));
+  }
+
+  /** @internal the clock leases are dated with */
+  clock(): number {
+    return this.now();
   }
 
   get renewEveryMs(): number {
@@ -147,12 +162,21 @@ function encode(info: LeaseInfo): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(info));
 }
 
-/** A held lock. Renews itself until released; `assertHeld()` fails once it was lost. */
+/**
+ * A held lock. Renews itself until released. `signal` aborts (with a LeaseLostError) as
+ * soon as the lease is lost: taken over, or past its expiry without a renewal (a hung or
+ * failing store), so the operation stops early; `assertHeld()` fails from then on.
+ */
 export class Lease {
   private timer: ReturnType<typeof setInterval> | undefined;
-  private lost: string | null = null;
+  private lost: LeaseLostError | null = null;
   private renewing: Promise<void> = Promise.resolve();
   private renewalInFlight = false;
+  /** When the renewal in flight started. */
+  private renewalStartedAt = 0;
+  private readonly controller = new AbortController();
+  /** When the lease was last written (taken or renewed). */
+  private renewedAt = Date.now();
 
   constructor(
     private readonly lock: StoreLock,
@@ -160,10 +184,15 @@ export class Lease {
     public info: LeaseInfo,
   ) {
     this.timer = setInterval(() => {
+      // A renewal that hangs must not keep an expired lease looking held. (A process that
+      // was merely starved of CPU finds its renewal done, or quick, once it runs again.)
+      if (this.expired() && this.renewalHung()) this.lose(this.expiredMessage(this.lastError));
+      if (this.lost) return;
       // One renewal at a time: release() awaits only `renewing`, so an older, slower one
       // could otherwise land after the lease was dropped and bring it back.
       if (this.renewalInFlight) return;
       this.renewalInFlight = true;
+      this.renewalStartedAt = Date.now();
       this.renewing = this.renew().finally(() => {
         this.renewalInFlight = false;
       });
@@ -171,26 +200,80 @@ export class Lease {
     (this.timer as { unref?: () => void }).unref?.();
   }
 
+  private lastError: string | null = null;
+
+  /** Past its expiry, by the lock's clock (the one the expiry was computed with). */
+  private expired(): boolean {
+    return Date.parse(this.info.expiresAt) <= this.lock.clock();
+  }
+
+  /** A renewal has been waiting on the store longer than the lease lasts (at least 5 s). */
+  private renewalHung(): boolean {
+    return this.renewalInFlight && Date.now() - this.renewalStartedAt > Math.max(this.lock.ttlMs, 5000);
+  }
+
+  /** Aborts when the lease is lost; its reason is the LeaseLostError. */
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  private expiredMessage(why: string | null): string {
+    return `the lock lease could not be renewed for ${formatWait(Date.now() - this.renewedAt)}${why ? ` (${why})` : ""}: the operation was abandoned, nothing was committed`;
+  }
+
+  private lose(message: string): void {
+    if (this.lost) return;
+    this.lost = new LeaseLostError(message, { holder: this.info.holder, operation: this.info.operation, expiresAt: this.info.expiresAt });
+    clearInterval(this.timer);
+    this.controller.abort(this.lost);
+  }
+
   private async renew(): Promise<void> {
     try {
       const renewed = await this.lock.renew(this.epoch, this.info);
-      if (renewed) this.info = renewed;
-      else this.lost = "another caller took the lock over after this lease expired";
+      if (this.lost) return;
+      if (renewed) {
+        this.info = renewed;
+        this.renewedAt = Date.now();
+        this.lastError = null;
+      } else this.lose("lost the lock: another caller took it over after this lease expired: the operation was abandoned, nothing was committed");
     } catch (err) {
       // A failed renewal is not yet a lost lock: the lease is still valid until it expires.
-      if (Date.parse(this.info.expiresAt) <= Date.now()) this.lost = `the lease expired and could not be renewed: ${(err as Error).message}`;
+      this.lastError = (err as Error).message;
+      if (this.expired()) this.lose(this.expiredMessage(this.lastError));
     }
   }
 
   /** Throws when the lock was lost, so work done without it is never committed. */
   async assertHeld(): Promise<void> {
-    await this.renewing;
-    if (this.lost) throw new BackupError(`lost the lock: ${this.lost}`);
+    if (!this.lost && this.expired() && !this.renewalInFlight) {
+      // Expired with no renewal under way (the process was starved): renew now, to learn whether it was taken over.
+      this.renewalInFlight = true;
+      this.renewalStartedAt = Date.now();
+      this.renewing = this.renew().finally(() => {
+        this.renewalInFlight = false;
+      });
+    }
+    if (!this.lost) {
+      // A renewal in flight may be about to find the lease taken over; a hung one is not waited for long.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([this.renewing, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.lock.releaseWaitMs)))]);
+      clearTimeout(timer);
+    }
+    if (this.expired()) this.lose(this.expiredMessage(this.lastError));
+    if (this.lost) throw this.lost;
   }
 
+  /**
+   * Stops renewing and deletes the lease. Bounded: when the store does not answer within
+   * `releaseWaitMs`, the delete goes on in the background and the lease expires anyway.
+   */
   async release(): Promise<void> {
     clearInterval(this.timer);
-    await this.renewing;
-    if (!this.lost) await this.lock.drop(this.epoch).catch(() => {});
+    if (this.lost) return;
+    const drop = this.renewing.then(() => (this.lost ? undefined : this.lock.drop(this.epoch))).catch(() => {});
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([drop, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.lock.releaseWaitMs)))]);
+    clearTimeout(timer);
   }
 }

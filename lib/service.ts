@@ -1,6 +1,6 @@
 import type { ChromaRest } from "./chroma/rest.js";
 import type { Config, RetentionConfig } from "./config.js";
-import { ChromaUnavailableError, NotFoundError, RestorePendingError, SnapshotCorruptError } from "./errors.js";
+import { ConflictError, NotFoundError, OperationCancelledError, RestorePendingError, SnapshotCorruptError } from "./errors.js";
 import { StoreLock, type LeaseInfo } from "./lock.js";
 import { errorFields, jsonLogger, type Logger } from "./log.js";
 import { prune, type PruneResult } from "./prune.js";
@@ -13,6 +13,7 @@ import { manifestKey, summarize, type Manifest, type SnapshotSummary } from "./s
 import { isAsideCollection, planRestore, restoreSnapshot } from "./snapshot/restore.js";
 import { verifySnapshot, type VerifyReport } from "./snapshot/verify.js";
 import { isNotFound } from "./storage/errors.js";
+import { formatWait } from "./storage/retry.js";
 import type { Storage } from "./storage/types.js";
 
 export interface ServiceOptions {
@@ -34,6 +35,16 @@ export interface ServiceOptions {
   scheduler?: BackupScheduler;
   /** Whether Chroma's data changed since the newest snapshot; undefined: unknown (counted as changed). */
   changeSignal?: () => boolean | undefined;
+  /** How long /status waits for each part (Chroma, the catalog, the objects, the lock) before it says it could not read it; default 4 s. */
+  statusPartTimeoutMs?: number;
+}
+
+/** The backup or prune this instance is running (at most one). */
+export interface RunningOperation {
+  operation: "backup" | "prune";
+  startedAt: string;
+  /** Its lease's expiry once taken (renewed while it runs); before that, when a lease taken now would expire. */
+  expiresAt: string;
 }
 
 export interface BackupScheduler {
@@ -105,6 +116,8 @@ export class BackupService {
   scheduler: BackupScheduler | undefined;
   changeSignal: (() => boolean | undefined) | undefined;
   private restoreState: BackupService["startupRestore"] = { state: "none", since: new Date().toISOString(), attempts: 0 };
+  /** The backup or prune this instance runs: a second one is refused at once, before the store is asked. */
+  private running: RunningOperation | null = null;
 
   /** The service as a runtime builds it from configuration. */
   static fromConfig(config: Config, parts: Pick<ServiceOptions, "chroma" | "storage" | "log" | "holder">): BackupService {
@@ -162,8 +175,42 @@ export class BackupService {
     return snapshots.find((m) => m.tag !== SAFETY_TAG) ?? null;
   }
 
+  /**
+   * Runs `fn` as this instance's one backup or prune. A second one answers 409 at once,
+   * naming the first, instead of queueing behind it (on a hung store, for minutes).
+   */
+  private async exclusive<T>(operation: RunningOperation["operation"], fn: () => Promise<T>): Promise<T> {
+    const busy = this.running;
+    if (busy) {
+      throw new ConflictError(`another ${busy.operation} is running in this instance (since ${busy.startedAt}); try again when it is done`, {
+        holder: this.holder,
+        operation: busy.operation,
+        startedAt: busy.startedAt,
+        expiresAt: busy.expiresAt,
+      });
+    }
+    const started = this.now();
+    this.running = { operation, startedAt: started.toISOString(), expiresAt: new Date(started.getTime() + this.lock.ttlMs).toISOString() };
+    try {
+      return await fn();
+    } finally {
+      this.running = null;
+    }
+  }
+
+  /** What this instance is running, if anything. */
+  get runningOperation(): RunningOperation | null {
+    return this.running;
+  }
+
   async backup(request: BackupRequest = {}, onProgress?: (e: ProgressEvent) => void, signal?: AbortSignal): Promise<BackupOutcome> {
+    signal?.throwIfAborted();
     if (request.automatic) this.refuseWhileRestorePending(request);
+    return this.exclusive("backup", () => this.backupExclusive(request, onProgress, signal));
+  }
+
+  private async backupExclusive(request: BackupRequest, onProgress: ((e: ProgressEvent) => void) | undefined, signal: AbortSignal | undefined): Promise<BackupOutcome> {
+    const callerLeft = cancelledBy(signal, "backup");
     if (request.ifOlderThan !== undefined) {
       const latest = await this.latest();
       if (latest) {
@@ -177,21 +224,26 @@ export class BackupService {
         }
       }
     }
+    callerLeft?.throwIfAborted();
     const lease = await this.lock.acquire("backup", this.holder);
+    if (this.running) this.running.expiresAt = lease.info.expiresAt;
+    // Stops when the lease is lost or the caller left; checked between pages and chunks.
+    const stop = callerLeft ? AbortSignal.any([lease.signal, callerLeft]) : lease.signal;
     const ends = request.collections ? [] : [...this.watchers].map((w) => w.backupStarting?.(request));
     let outcome: BackupOutcome | null = null;
     try {
-      const taken = await takeSnapshot(this.chroma, this.storage, {
+      const taken = await takeSnapshot(this.chroma.withSignal(stop), this.storage, {
         collections: request.collections,
         tag: request.tag ?? null,
         onProgress,
         now: this.now,
         beforeCommit: async () => {
-          signal?.throwIfAborted();
+          stop.throwIfAborted();
           await lease.assertHeld();
         },
         signing: this.manifestKeys,
         skipUnchanged: !request.force,
+        signal: stop,
       });
       if (isUnchanged(taken)) {
         const latest = summarize(taken.unchanged);
@@ -235,9 +287,12 @@ export class BackupService {
     return this.backup({ ...request, ifOlderThan: minIntervalSeconds });
   }
 
-  async restore(request: RestoreRequest = {}, onProgress?: (e: ProgressEvent) => void): Promise<RestoreOutcome> {
+  async restore(request: RestoreRequest = {}, onProgress?: (e: ProgressEvent) => void, signal?: AbortSignal): Promise<RestoreOutcome> {
     const started = this.now().getTime();
-    const existing = (await this.chroma.listCollections()).filter((c) => !isAsideCollection(c.name));
+    const stop = cancelledBy(signal, "restore");
+    stop?.throwIfAborted();
+    const chroma = this.chroma.withSignal(stop);
+    const existing = (await chroma.listCollections()).filter((c) => !isAsideCollection(c.name));
     // ifEmpty: no collection holds a record (empty ones, e.g. an app's, do not count).
     const holding = request.ifEmpty ? await this.firstHoldingRecords(existing) : null;
     const skipped: { id: string; reason: string }[] = [];
@@ -275,14 +330,15 @@ export class BackupService {
     let safetySnapshot: string | null = null;
     // With ifEmpty the collections replaced hold no record: nothing a safety snapshot would keep.
     if ((request.safetySnapshot ?? true) && replaced.length > 0 && !request.ifEmpty) {
-      const outcome = await this.backup({ collections: replaced, tag: SAFETY_TAG });
+      const outcome = await this.backup({ collections: replaced, tag: SAFETY_TAG }, undefined, signal);
       // Unchanged since the newest safety snapshot (a retried restore): that one keeps the same data.
       safetySnapshot = outcome.skipped ? outcome.latest.id : outcome.snapshot.id;
       this.log("info", outcome.skipped ? "safety snapshot before restore: unchanged since the newest one, reused" : "safety snapshot taken before restore", { snapshot: safetySnapshot, collections: replaced });
     }
+    stop?.throwIfAborted();
     let restored;
     try {
-      restored = await restoreSnapshot(this.chroma, this.storage, manifest, { ...request, mode, onProgress, log: this.log });
+      restored = await restoreSnapshot(chroma, this.storage, manifest, { ...request, mode, onProgress, log: this.log, signal: stop });
     } finally {
       for (const w of this.watchers) w.restored?.();
     }
@@ -332,8 +388,10 @@ export class BackupService {
     return readManifest(this.storage, idOrLatest, this.manifestKeys);
   }
 
-  async verify(idOrLatest: string, onChunk?: (done: number, total: number) => void): Promise<VerifyReport> {
-    return verifySnapshot(this.storage, await this.get(idOrLatest), onChunk);
+  async verify(idOrLatest: string, onChunk?: (done: number, total: number) => void, signal?: AbortSignal): Promise<VerifyReport> {
+    const stop = cancelledBy(signal, "verify");
+    stop?.throwIfAborted();
+    return verifySnapshot(this.storage, await this.get(idOrLatest), onChunk, stop);
   }
 
   async delete(id: string): Promise<{ deleted: string }> {
@@ -348,7 +406,8 @@ export class BackupService {
     return { deleted: id };
   }
 
-  async prune(request: PruneRequest = {}): Promise<PruneResult> {
+  async prune(request: PruneRequest = {}, signal?: AbortSignal): Promise<PruneResult> {
+    cancelledBy(signal, "prune")?.throwIfAborted();
     // Each rule the request leaves out falls back to its configured value (keepLast: RETENTION_KEEP_LAST).
     const rules: RetentionRules = {
       keepLast: request.keepLast ?? this.retention.keepLast,
@@ -362,59 +421,116 @@ export class BackupService {
       keepBeforeDrop: this.retention.keepBeforeDrop,
     };
     if (request.dryRun) return prune(this.storage, rules, { dryRun: true, limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys });
-    const lease = await this.lock.acquire("prune", this.holder);
-    try {
-      return await prune(this.storage, rules, { limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys });
-    } finally {
-      await lease.release();
-    }
+    return this.exclusive("prune", async () => {
+      const lease = await this.lock.acquire("prune", this.holder);
+      try {
+        return await prune(this.storage, rules, { limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys });
+      } finally {
+        await lease.release();
+      }
+    });
   }
 
+  /**
+   * What /status shows. Answers within a few seconds whatever Chroma or the store does:
+   * each part (Chroma, the catalog, the objects, the lock) gets `statusPartTimeoutMs`; a
+   * part that failed or did not answer is null (the lock: "unknown") and listed in `errors`.
+   */
   async status(): Promise<Status> {
+    const waitMs = this.options.statusPartTimeoutMs ?? 4000;
+    const errors: Status["errors"] = [];
+    const part = async <T>(name: string, read: () => Promise<T>): Promise<T | undefined> => {
+      try {
+        return await withinDeadline(read(), waitMs, () => new Error(`no answer within ${formatWait(waitMs)}`));
+      } catch (err) {
+        errors.push({ part: name, message: (err as Error).message });
+        return undefined;
+      }
+    };
     const chroma: Status["chroma"] = { url: this.chroma.url, reachable: false, version: null, collections: null, records: null };
-    try {
+    const readChroma = async () => {
       chroma.version = await this.chroma.version();
       chroma.reachable = true;
       const collections = (await this.chroma.listCollections()).filter((c) => !isAsideCollection(c.name));
-      chroma.collections = collections.length;
       let records = 0;
       for (const c of collections) records += await this.chroma.count(c.id);
+      chroma.collections = collections.length;
       chroma.records = records;
-    } catch (err) {
-      if (!(err instanceof ChromaUnavailableError)) throw err;
-    }
-    const catalog = await readCatalog(this.storage, this.manifestKeys);
-    let chunks = 0;
-    let storedBytes = 0;
-    for await (const info of this.storage.list("")) {
-      if (info.key.startsWith("chunks/")) chunks++;
-      storedBytes += info.size ?? 0;
-    }
-    const last = catalog.snapshots.find((m) => m.tag !== SAFETY_TAG) ?? null;
+    };
+    const readObjects = async () => {
+      let chunks = 0;
+      let storedBytes = 0;
+      for await (const info of this.storage.list("")) {
+        if (info.key.startsWith("chunks/")) chunks++;
+        storedBytes += info.size ?? 0;
+      }
+      return { chunks, storedBytes };
+    };
+    const [, catalog, objects, lock] = await Promise.all([
+      part("chroma", readChroma),
+      part("catalog", () => readCatalog(this.storage, this.manifestKeys)),
+      part("objects", readObjects),
+      part("lock", () => this.lock.current()),
+    ]);
+    const last = catalog?.snapshots.find((m) => m.tag !== SAFETY_TAG) ?? null;
     return {
-      chroma,
+      chroma: { ...chroma },
       storage: {
         driver: this.storage.driver,
         prefix: this.options.storagePrefix,
-        snapshots: catalog.snapshots.length,
-        damagedSnapshots: catalog.damaged,
+        snapshots: catalog ? catalog.snapshots.length : null,
+        damagedSnapshots: catalog?.damaged ?? [],
         signingKeyIds: this.manifestKeys.ids,
-        chunks,
-        storedBytes,
-        logicalBytes: catalog.snapshots.reduce((n, m) => n + m.bytes, 0),
+        chunks: objects?.chunks ?? null,
+        storedBytes: objects?.storedBytes ?? null,
+        logicalBytes: catalog ? catalog.snapshots.reduce((n, m) => n + m.bytes, 0) : null,
       },
-      lastBackup: last ? { id: last.id, createdAt: last.createdAt, ageSeconds: Math.floor((this.now().getTime() - Date.parse(last.createdAt)) / 1000) } : null,
+      lastBackup: last ? { id: last.id, createdAt: last.createdAt, ageSeconds: Math.floor((this.now().getTime() - Date.parse(last.createdAt)) / 1000), warnings: last.warnings } : null,
       retention: this.retention,
-      lock: await this.lock.current(),
+      lock: lock === undefined ? "unknown" : lock,
+      running: this.running,
+      startupRestore: this.startupRestore,
+      errors,
     };
   }
+}
 
+/**
+ * A signal that aborts with an OperationCancelledError when `signal` (the request's:
+ * the client disconnected) aborts, so the engine stops with a typed error; undefined
+ * without a signal.
+ */
+function cancelledBy(signal: AbortSignal | undefined, operation: string): AbortSignal | undefined {
+  if (!signal) return undefined;
+  const controller = new AbortController();
+  const cancel = () => controller.abort(new OperationCancelledError(`the client disconnected: the ${operation} was cancelled and committed nothing`));
+  if (signal.aborted) cancel();
+  else signal.addEventListener("abort", cancel, { once: true });
+  return controller.signal;
+}
+
+/** `promise`, or a rejection with `onTimeout()` after `ms` (the promise goes on, unobserved). */
+function withinDeadline<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(onTimeout()), ms);
+  });
+  promise.catch(() => {}); // a late failure is not an unhandled rejection
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 export interface Status {
   chroma: { url: string; reachable: boolean; version: string | null; collections: number | null; records: number | null };
-  storage: { driver: string; prefix: string; snapshots: number; damagedSnapshots: { id: string; error: string }[]; signingKeyIds: string[]; chunks: number; storedBytes: number; logicalBytes: number };
-  lastBackup: { id: string; createdAt: string; ageSeconds: number } | null;
+  /** A figure is null when its part could not be read (see `errors`). */
+  storage: { driver: string; prefix: string; snapshots: number | null; damagedSnapshots: { id: string; error: string }[]; signingKeyIds: string[]; chunks: number | null; storedBytes: number | null; logicalBytes: number | null };
+  /** `warnings`: the newest snapshot's (a drop in records, writes during the backup). */
+  lastBackup: { id: string; createdAt: string; ageSeconds: number; warnings: string[] } | null;
   retention: RetentionConfig;
-  lock: LeaseInfo | null;
+  /** "unknown" when the store did not answer in time. */
+  lock: LeaseInfo | null | "unknown";
+  /** The backup or prune this instance is running. */
+  running: RunningOperation | null;
+  startupRestore: BackupService["startupRestore"];
+  /** The parts that could not be read, and why. */
+  errors: { part: string; message: string }[];
 }

@@ -32,7 +32,7 @@ export interface Composed {
 
 /** config -> Chroma client -> service -> app: the one place every runtime (Node, Worker, CLI, `run`) builds them. */
 export function compose(config: Config, parts: RuntimeParts): Composed {
-  const chromaConfig: ChromaConfig = { url: parts.chromaUrl, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey, fetch: parts.chromaFetch };
+  const chromaConfig: ChromaConfig = { url: parts.chromaUrl, tenant: config.chroma.tenant, database: config.chroma.database, apiKey: config.chroma.apiKey, timeoutMs: config.chroma.timeoutMs, fetch: parts.chromaFetch };
   const chroma = new ChromaRest(chromaConfig);
   const service = BackupService.fromConfig(config, { chroma, storage: parts.storage, log: parts.log, holder: parts.holder });
   const readiness = readinessProbe(service, chromaConfig, parts.notReady);

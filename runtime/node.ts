@@ -81,7 +81,7 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
   const config = loadConfig(env, join);
   config.dataDir = resolve(config.dataDir);
   const { token, generated } = await resolveToken(config, log);
-  const storage = await storageFromConfig(config.storage); // a configuration mistake fails before Chroma starts
+  const storage = await storageFromConfig(config.storage, { log }); // a configuration mistake fails before Chroma starts
   let embedded: EmbeddedChroma | null = null;
   let gate: ChromaGate | null = null;
   let gateError: string | null = null;

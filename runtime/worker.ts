@@ -11,6 +11,7 @@ import { r2Storage, type R2BucketLike } from "../lib/storage/r2.js";
 import { errorBody } from "../handlers/errors.js";
 import { VERSION } from "../handlers/version.js";
 import { compose, type Composed } from "./compose.js";
+import { retryingStorage } from "../lib/storage/retry.js";
 
 export interface WorkerEnv {
   BACKUP_BUCKET: R2BucketLike;
@@ -46,7 +47,7 @@ function buildFresh(env: WorkerEnv): Built {
   const vars = Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => typeof e[1] === "string"));
   const config = loadConfig({ ...vars, STORAGE: "r2" });
   if (!config.chroma.url) throw new Error("set CHROMA_URL (a Chroma reachable over HTTP) in wrangler.toml [vars] or as a secret");
-  const storage = withPrefix(r2Storage(env.BACKUP_BUCKET), config.storage.prefix);
+  const storage = withPrefix(retryingStorage(r2Storage(env.BACKUP_BUCKET), { timeoutMs: config.storage.timeoutMs, log: jsonLogger }), config.storage.prefix);
   // No token, no service: a Worker cannot generate and show one the way `npm start` does.
   const token = config.token ?? "";
   // No startup restore here (startupRestore stays "none"): /ready is Chroma's heartbeat.

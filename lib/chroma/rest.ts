@@ -4,6 +4,7 @@ import { canonicalFlatObjects, canonicalJson, parseRawJson, RawNumber, topLevelM
 import { parseFloatRows, type FloatRows } from "../json/float-rows.js";
 import { JsonColumn, scanStringColumn, utf8Around } from "../json/json-column.js";
 import type { RecordBatch } from "../snapshot/records.js";
+import { formatWait } from "../storage/retry.js";
 
 export interface ChromaConfig {
   /** e.g. `http://127.0.0.1:8000` */
@@ -11,7 +12,7 @@ export interface ChromaConfig {
   tenant?: string;
   database?: string;
   apiKey?: string;
-  /** Per-request timeout; a request that takes longer fails as unavailable. */
+  /** CHROMA_TIMEOUT: a request (and reading its answer) that takes longer fails as unavailable; default 60 s. */
   timeoutMs?: number;
   fetch?: typeof fetch;
 }
@@ -45,14 +46,24 @@ export class ChromaRest {
   private readonly timeoutMs: number;
   private readonly fetchImpl: typeof fetch;
   private maxBatch: number | undefined;
+  /** The caller's signal (withSignal): an aborted caller's requests stop at once, with its reason. */
+  private signal: AbortSignal | undefined;
 
   constructor(config: ChromaConfig) {
     this.url = config.url.replace(/\/+$/, "");
     this.tenant = config.tenant ?? "default_tenant";
     this.database = config.database ?? "default_database";
     this.apiKey = config.apiKey;
-    this.timeoutMs = config.timeoutMs ?? 120_000;
+    this.timeoutMs = config.timeoutMs ?? 60_000;
     this.fetchImpl = config.fetch ?? ((input, init) => fetch(input, init));
+  }
+
+  /** This client, with every request also stopped when `signal` aborts (a request whose caller left). */
+  withSignal(signal: AbortSignal | undefined): ChromaRest {
+    if (!signal) return this;
+    const bound = Object.create(this) as ChromaRest;
+    bound.signal = signal;
+    return bound;
   }
 
   private get base(): string {
@@ -68,18 +79,29 @@ export class ChromaRest {
     const headers: Record<string, string> = { accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (this.apiKey) headers["x-chroma-token"] = this.apiKey;
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const caller = this.signal;
+    caller?.throwIfAborted();
+    const timedOut = (err: unknown) => {
+      if (caller?.aborted) throw caller.reason;
+      if (timeout.aborted) {
+        throw new ChromaUnavailableError(`Chroma at ${this.url} did not answer ${method} ${path.replace(/\?.*$/, "")} within ${formatWait(this.timeoutMs)}`, { url: this.url, waitedMs: this.timeoutMs }, { cause: err });
+      }
+    };
     let response: Response;
     try {
       response = await this.fetchImpl(`${path.startsWith("/api") ? this.url : this.base}${path}`, {
         method,
         headers,
         body,
-        signal: AbortSignal.timeout(this.timeoutMs),
+        signal: caller ? AbortSignal.any([timeout, caller]) : timeout,
       });
     } catch (err) {
+      timedOut(err);
       throw new ChromaUnavailableError(`Chroma at ${this.url} is unreachable: ${(err as Error).message}`, { url: this.url }, { cause: err });
     }
     const dropped = (err: unknown): never => {
+      timedOut(err);
       throw new ChromaUnavailableError(`Chroma at ${this.url} dropped the response: ${(err as Error).message}`, { url: this.url }, { cause: err });
     };
     if (response.ok) return read(response).catch(dropped);

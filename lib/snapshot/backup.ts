@@ -3,7 +3,6 @@ import { ResponseBuffers, type ChromaRest, type CollectionInfo } from "../chroma
 import { JsonColumn } from "../json/json-column.js";
 import { InvalidRequestError } from "../errors.js";
 import { isNotFound, StorageError } from "../storage/errors.js";
-import { retryStorage } from "../storage/retry.js";
 import { readAll } from "../storage/streams.js";
 import type { ObjectStat, Storage } from "../storage/types.js";
 import { readCatalog, forEachLimited } from "./catalog.js";
@@ -47,6 +46,11 @@ export interface SnapshotOptions {
   signing?: ManifestKeys;
   /** When the snapshot read duplicates a committed one (unchangedFrom), commit nothing and answer `{ unchanged }`. */
   skipUnchanged?: boolean;
+  /**
+   * Stops the backup (the caller left, the lock's lease was lost): checked between pages
+   * and chunks, and while waiting on uploads; its reason is thrown. Nothing is committed.
+   */
+  signal?: AbortSignal;
 }
 
 /** What takeSnapshot answers instead of a new manifest when nothing changed (`skipUnchanged`). */
@@ -86,6 +90,7 @@ export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options
 export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options?: SnapshotOptions): Promise<Manifest>;
 export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options: SnapshotOptions = {}): Promise<Manifest | Unchanged> {
   const now = options.now ?? (() => new Date());
+  options.signal?.throwIfAborted();
   const started = now();
   const id = newSnapshotId(started);
   const [version, all, catalog] = await Promise.all([chroma.version().catch(() => null), chroma.listCollections(), readCatalog(storage, options.signing)]);
@@ -94,13 +99,14 @@ export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options
   const known = new Set<string>();
   for (const m of catalog.snapshots) for (const c of m.collections) for (const ref of c.chunks) known.add(ref.hash);
 
-  const uploader = new Uploader(storage, known, options.uploadConcurrency ?? 4);
+  const uploader = new Uploader(storage, known, options.uploadConcurrency ?? 4, options.signal);
   const entries: CollectionEntry[] = [];
   const warnings: string[] = [];
   // Each collection's entry is completed once its chunks are written: the reads of the
   // next collection go on meanwhile.
   const finishers: (() => CollectionEntry)[] = [];
   for (const collection of selected) {
+    options.signal?.throwIfAborted();
     const prevEntry = previous?.collections.find((c) => c.name === collection.name) ?? null;
     finishers.push(await snapshotCollection(chroma, collection, prevEntry, storage, uploader, options, warnings));
   }
@@ -137,8 +143,10 @@ export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options
     manifest.newBytes = uploader.newBytes + bytes.byteLength;
     bytes = await serializeManifest(manifest, options.signing);
   }
+  options.signal?.throwIfAborted();
   await options.beforeCommit?.();
-  await retryStorage(() => storage.put(manifestKey(id), bytes));
+  options.signal?.throwIfAborted();
+  await storage.put(manifestKey(id), bytes);
   return manifest;
 }
 
@@ -173,7 +181,7 @@ async function indexPrevious(storage: Storage, prev: CollectionEntry | null, sig
     if (signed && !ref.digests) return;
     let digests: Uint8Array | null = null;
     try {
-      const sidecar = await retryStorage(async () => readAll(await storage.get(digestsKey(ref.hash)), 8 + ref.records * 16 + 32));
+      const sidecar = await readAll(await storage.get(digestsKey(ref.hash)), 8 + ref.records * 16 + 32);
       if (!ref.digests || sha256Hex(sidecar) === ref.digests) digests = decodeDigests(sidecar, ref.records);
     } catch (err) {
       if (!isNotFound(err) && !(err instanceof RangeError)) throw err;
@@ -225,6 +233,7 @@ async function snapshotCollection(
   const listSize = options.idListSize ?? 10_000;
   const buffers = new ResponseBuffers();
   const absorb = async (page: RecordBatch) => {
+    options.signal?.throwIfAborted();
     if (page.ids.length === 0) return;
     if (dim === 0) dim = page.dim;
     const digests = recordDigests(page);
@@ -253,7 +262,7 @@ async function snapshotCollection(
   };
   for (let i = 0; i < readAhead; i++) request();
   while (pending.length > 0) {
-    const { batch, last } = await pending.shift()!;
+    const { batch, last } = await untilAborted(pending.shift()!, options.signal);
     if (!last) request();
     else pending.length = 0; // pages past the end are empty
     await absorb(batch); // empty at the end, or when its records were deleted since they were listed
@@ -442,11 +451,13 @@ class Uploader {
     private readonly storage: Storage,
     private readonly known: Set<string>,
     private readonly limit: number,
+    private readonly signal?: AbortSignal,
   ) {}
 
   /** Waits for a free slot, then encodes (`encode`) and stores one chunk in the background. */
   async add(encode: () => Promise<{ hash: string; bytes: Uint8Array; sidecar: Uint8Array }>): Promise<void> {
-    while (this.inflight.size >= this.limit) await Promise.race(this.inflight);
+    while (this.inflight.size >= this.limit) await untilAborted(Promise.race(this.inflight), this.signal);
+    this.signal?.throwIfAborted();
     if (this.failure) throw this.failure.error;
     const task = (async () => {
       const { hash, bytes, sidecar } = await encode();
@@ -461,19 +472,22 @@ class Uploader {
   }
 
   async drain(): Promise<void> {
-    await Promise.all(this.inflight);
+    await untilAborted(Promise.all(this.inflight), this.signal);
+    this.signal?.throwIfAborted();
     if (this.failure) throw this.failure.error;
   }
 
-  /** Content-addressed, so every call here is safe to repeat: transient failures are retried. */
+  /** Content-addressed, so every call here is safe to repeat (the store retries transient failures). */
   private async store(hash: string, bytes: Uint8Array, sidecar: Uint8Array): Promise<void> {
+    this.signal?.throwIfAborted();
     const key = chunkKey(hash);
     const intact = await this.holdsIntact(key, bytes.byteLength);
     if (!intact) {
-      await retryStorage(() => this.storage.put(key, bytes));
+      this.signal?.throwIfAborted();
+      await this.storage.put(key, bytes);
       // Cheap insurance against a driver that reports success for a short object: the
       // manifest must never name a chunk the store does not hold whole.
-      const stored = await retryStorage(() => this.storage.head(key));
+      const stored = await this.storage.head(key);
       if (stored.size !== bytes.byteLength) {
         throw new StorageError(`${this.storage.driver}: put "${key}" stored ${stored.size} bytes of ${bytes.byteLength}`, {
           driver: this.storage.driver,
@@ -487,7 +501,7 @@ class Uploader {
     }
     // The sidecar is written every time: its content follows from the chunk's, so this
     // repairs a damaged or forged one, which the manifest's `digests` would refuse.
-    await retryStorage(() => this.storage.put(digestsKey(hash), sidecar));
+    await this.storage.put(digestsKey(hash), sidecar);
     if (!intact) this.newBytes += sidecar.byteLength;
   }
 
@@ -500,7 +514,7 @@ class Uploader {
   private async holdsIntact(key: string, size: number): Promise<boolean> {
     let stat: ObjectStat;
     try {
-      stat = await retryStorage(() => this.storage.head(key));
+      stat = await this.storage.head(key);
     } catch (err) {
       if (isNotFound(err)) return false;
       throw err;
@@ -509,4 +523,28 @@ class Uploader {
     this.replaced.push(key);
     return false;
   }
+}
+
+/**
+ * Waits for `promise`, or rejects with the signal's reason as soon as it aborts: an
+ * abandoned backup does not wait for a hung upload to time out (the upload goes on in
+ * the background, and nothing it writes is ever referenced).
+ */
+export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err as Error);
+      },
+    );
+  });
 }

@@ -1,6 +1,5 @@
 import { NotFoundError, SnapshotCorruptError } from "../errors.js";
 import { isNotFound } from "../storage/errors.js";
-import { retryStorage } from "../storage/retry.js";
 import { readAll } from "../storage/streams.js";
 import type { Storage } from "../storage/types.js";
 import { isSnapshotId, manifestKey, parseManifest, type Manifest } from "./manifest.js";
@@ -9,28 +8,26 @@ import type { ManifestKeys } from "./signing.js";
 /** Manifests are small; a bigger one is not ours. */
 const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 
-/** The ids of committed snapshots (those whose manifest exists), unordered. A listing that fails transiently is started over. */
+/** The ids of committed snapshots (those whose manifest exists), unordered. */
 export async function listSnapshotIds(storage: Storage): Promise<string[]> {
-  return retryStorage(async () => {
-    const ids: string[] = [];
-    for await (const info of storage.list("snapshots/")) {
-      const match = /^snapshots\/(.+)\.json$/.exec(info.key);
-      if (match && isSnapshotId(match[1]!)) ids.push(match[1]!);
-    }
-    return ids;
-  });
+  const ids: string[] = [];
+  for await (const info of storage.list("snapshots/")) {
+    const match = /^snapshots\/(.+)\.json$/.exec(info.key);
+    if (match && isSnapshotId(match[1]!)) ids.push(match[1]!);
+  }
+  return ids;
 }
 
 /**
  * Reads and checks one manifest. Unknown id: NotFoundError; damaged: SnapshotCorruptError,
  * when three reads fail the checks (a read cut short on the way is not damage). Transient
- * failures are retried. With `keys` (SNAPSHOT_SIGNING_KEY) its signature is checked too.
+ * failures are retried by the store (retryingStorage). With `keys` (SNAPSHOT_SIGNING_KEY) its signature is checked too.
  */
 export async function readManifest(storage: Storage, id: string, keys?: ManifestKeys): Promise<Manifest> {
   for (let read = 0; ; read++) {
     let bytes: Uint8Array;
     try {
-      bytes = await retryStorage(async () => readAll(await storage.get(manifestKey(id)), MAX_MANIFEST_BYTES));
+      bytes = await readAll(await storage.get(manifestKey(id)), MAX_MANIFEST_BYTES);
     } catch (err) {
       if (isNotFound(err)) throw new NotFoundError(`no snapshot ${id}`);
       if (err instanceof RangeError) throw new SnapshotCorruptError(`manifest of snapshot ${id} is larger than ${MAX_MANIFEST_BYTES} bytes`, null, null);

@@ -1,6 +1,5 @@
 import { SnapshotCorruptError } from "../errors.js";
 import { isNotFound } from "../storage/errors.js";
-import { retryStorage } from "../storage/retry.js";
 import { readAll } from "../storage/streams.js";
 import type { Storage } from "../storage/types.js";
 import { checkChunk, chunkKey, decodeChunk, sha256Hex } from "./chunk.js";
@@ -10,7 +9,7 @@ import type { RecordBatch } from "./records.js";
 /**
  * Fetches a chunk and checks it before anything trusts it: present, exactly the size the
  * manifest records (reading stops one byte past it), and its sha256 equal to its name.
- * Transient storage failures are retried; a read that fails these checks is read again,
+ * Transient storage failures are retried by the store (retryingStorage); a read that fails these checks is read again,
  * up to three reads, before the chunk is declared corrupt (damage at rest repeats; a read
  * cut short or garbled on the way does not).
  */
@@ -22,7 +21,7 @@ export async function fetchVerifiedChunk(storage: Storage, ref: ChunkRef, collec
   for (let read = 0; read < 3; read++) {
     let bytes: Uint8Array;
     try {
-      bytes = await retryStorage(async () => readAll(await storage.get(chunkKey(ref.hash)), ref.bytes));
+      bytes = await readAll(await storage.get(chunkKey(ref.hash)), ref.bytes);
     } catch (err) {
       if (isNotFound(err)) return corrupt("is missing from the store");
       if (!(err instanceof RangeError)) throw err;

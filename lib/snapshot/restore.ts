@@ -24,6 +24,8 @@ export interface RestoreOptions {
   writeConcurrency?: number;
   /** Where the sweep of collections left aside is logged (default: JSON lines). */
   log?: Logger;
+  /** Stops the restore (the caller left): checked between chunks and batches; a replace leaves the live collection as it was. */
+  signal?: AbortSignal;
 }
 
 export interface RestoredCollection {
@@ -63,6 +65,7 @@ export async function restoreSnapshot(chroma: ChromaRest, storage: Storage, mani
     await sweepAsideCollections(chroma, options.log ?? jsonLogger, { olderThanMs: ASIDE_STALE_MS, targets: plan.map((p) => p.target) });
   }
   for (const { entry, target } of plan) {
+    options.signal?.throwIfAborted();
     if ((options.mode ?? "replace") === "merge") await mergeCollection(chroma, storage, entry, target, options);
     else await replaceCollection(chroma, storage, entry, target, options);
     restored.push({ name: target, from: entry.name, records: entry.records });
@@ -79,6 +82,7 @@ async function buildAndSwap(chroma: ChromaRest, storage: Storage, entry: Collect
   const aside = await chroma.createCollection(name, entry.metadataJson, entry.configurationJson);
   try {
     await writeRecords(chroma, storage, entry, aside, "add", options);
+    options.signal?.throwIfAborted(); // the last moment to leave the live collection untouched
     const count = await chroma.count(aside.id);
     if (count !== entry.records) {
       // Every chunk decoded with the counts the manifest claims: most likely records overlap (an id in two chunks).
@@ -94,7 +98,10 @@ async function buildAndSwap(chroma: ChromaRest, storage: Storage, entry: Collect
 
 async function mergeCollection(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, target: string, options: RestoreOptions): Promise<void> {
   // Decoded, not only checksummed: a chunk that fails to decode must fail before anything is created or written.
-  for (const ref of entry.chunks) await readChunk(storage, ref, entry.name, entry.dimension);
+  for (const ref of entry.chunks) {
+    options.signal?.throwIfAborted();
+    await readChunk(storage, ref, entry.name, entry.dimension);
+  }
   const existing = (await chroma.getCollection(target)) ?? (await chroma.createCollection(target, entry.metadataJson, entry.configurationJson));
   await writeRecords(chroma, storage, entry, existing, "upsert", options);
 }
@@ -120,11 +127,13 @@ async function writeRecords(chroma: ChromaRest, storage: Storage, entry: Collect
   const state: { failure: { error: unknown } | null } = { failure: null };
   let written = 0;
   for (let i = 0; i < entry.chunks.length; i++) {
+    options.signal?.throwIfAborted();
     const batch = await queue.shift()!;
     if (i + prefetch < entry.chunks.length) queue.push(load(i + prefetch));
     for (let start = 0; start < batch.ids.length; start += maxBatch) {
       while (inflight.size >= writeLimit) await Promise.race(inflight);
       if (state.failure) throw state.failure.error;
+      options.signal?.throwIfAborted();
       const part = sliceBatch(batch, start, Math.min(batch.ids.length, start + maxBatch));
       const task: Promise<void> = chroma
         .writeRecords(into.id, part, mode)

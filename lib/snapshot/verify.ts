@@ -19,13 +19,14 @@ const VERIFY_CONCURRENCY = 4;
  * Reads every chunk of a snapshot, checks its size and sha256, inflates every section
  * to its exact size and checks the text columns; touches no Chroma.
  */
-export async function verifySnapshot(storage: Storage, manifest: Manifest, onChunk?: (done: number, total: number) => void): Promise<VerifyReport> {
+export async function verifySnapshot(storage: Storage, manifest: Manifest, onChunk?: (done: number, total: number) => void, signal?: AbortSignal): Promise<VerifyReport> {
   const work = manifest.collections.flatMap((collection) => collection.chunks.map((ref) => ({ collection, ref })));
   const errors: (VerifyReport["errors"][number] | null)[] = work.map(() => null);
   let done = 0;
   let records = 0;
   let bytes = 0;
   await forEachLimited(work, VERIFY_CONCURRENCY, async ({ collection, ref }, i) => {
+    signal?.throwIfAborted(); // the caller left: stop reading
     try {
       const held = await checkStoredChunk(storage, ref, collection.name, collection.dimension);
       records += held - (ref.drop?.length ?? 0);

@@ -1,6 +1,6 @@
 import { notFound, StorageError, type StorageErrorKind, type StorageOperation } from "./errors.js";
 import { assertValidKey, assertValidPrefix } from "./keys.js";
-import { isTransient, withRetry, type RetryOptions } from "./retry.js";
+import { isTransient } from "./retry.js";
 import { fixedSizePieces, readAll } from "./streams.js";
 import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
 
@@ -59,7 +59,6 @@ export interface R2StorageOptions {
    * write exists only for single puts, which need a known length; byte bodies have no limit.
    */
   putIfAbsentMaxBytes?: number;
-  retry?: RetryOptions;
 }
 
 const MiB = 1024 * 1024;
@@ -124,15 +123,13 @@ export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}):
     });
   }
 
-  /** One binding call, safe to repeat: typed errors, transient ones retried. */
-  function call<T>(operation: StorageOperation, key: string, fn: (attempt: number) => Promise<T>): Promise<T> {
-    return withRetry(async (attempt) => {
-      try {
-        return await fn(attempt);
-      } catch (err) {
-        throw toStorageError(operation, key, err);
-      }
-    }, options.retry);
+  /** One binding call, its failure typed and classified; retries are one layer above (retryingStorage). */
+  async function call<T>(operation: StorageOperation, key: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw toStorageError(operation, key, err);
+    }
   }
 
   async function putStream(key: string, stream: ReadableStream<Uint8Array>): Promise<void> {
@@ -184,17 +181,6 @@ export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}):
     }
   }
 
-  async function bytesEqual(key: string, bytes: Uint8Array): Promise<boolean> {
-    const existing = await call("putIfAbsent", key, () => bucket.get(key));
-    if (!existing) return false;
-    if (existing.size !== bytes.byteLength) {
-      await existing.body.cancel().catch(() => {});
-      return false;
-    }
-    const stored = await readAll(existing.body);
-    return stored.every((b, i) => b === bytes[i]);
-  }
-
   return {
     driver,
     capabilities: { atomicPutIfAbsent: true },
@@ -228,13 +214,7 @@ export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}):
         throw toStorageError("putIfAbsent", key, err);
       }
       const sha256 = await sha256Hex(bytes);
-      return call("putIfAbsent", key, async (attempt) => {
-        const created = await bucket.put(key, bytes, { onlyIf: { etagDoesNotMatch: "*" }, sha256 });
-        if (created) return true;
-        // A failed earlier try may have written the object before its answer was lost:
-        // then the object is ours exactly when it holds our bytes.
-        return attempt > 1 && (await bytesEqual(key, bytes));
-      });
+      return call("putIfAbsent", key, async () => Boolean(await bucket.put(key, bytes, { onlyIf: { etagDoesNotMatch: "*" }, sha256 })));
     },
 
     async get(key) {

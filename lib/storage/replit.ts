@@ -4,13 +4,12 @@ import type { Bucket, File } from "@google-cloud/storage";
 import { Client } from "@replit/object-storage";
 import { isTransientStatus, notFound, StorageError, type StorageOperation } from "./errors.js";
 import { assertValidKey, assertValidPrefix } from "./keys.js";
-import { isTransient, withRetry, type RetryOptions } from "./retry.js";
+import { isTransient } from "./retry.js";
 import type { ObjectInfo, ObjectStat, Storage } from "./types.js";
 
 export interface ReplitStorageOptions {
   /** The bucket to use. Without it the client asks the Replit sidecar for the default one. */
   bucketId?: string;
-  retry?: RetryOptions;
 }
 
 /** GCS's own maximum page size for object listings. */
@@ -27,6 +26,7 @@ interface Connection {
 }
 
 const NETWORK_MESSAGE = /ECONNRESET|ECONNREFUSED|ETIMEDOUT|EPIPE|EAI_AGAIN|socket hang up|network/i;
+const md5Base64 = (bytes: Uint8Array) => createHash("md5").update(bytes).digest("base64");
 
 /** The HTTP status behind any of the error shapes the two libraries produce. */
 function statusOf(err: unknown): number | undefined {
@@ -46,7 +46,6 @@ function messageOf(err: unknown): string {
   return String(err);
 }
 
-const md5Base64 = (bytes: Uint8Array) => createHash("md5").update(bytes).digest("base64");
 
 /**
  * Replit Object Storage through `@replit/object-storage`, which wraps a Google Cloud
@@ -58,8 +57,8 @@ const md5Base64 = (bytes: Uint8Array) => createHash("md5").update(bytes).digest(
  * no metadata call and no preconditions; `uploadFromBytes` makes two requests (resumable)
  * and drops the HTTP status when the session request fails; `uploadFromStream` pipes with
  * `.pipe()`, so a failing source leaves its promise pending forever and the upload
- * request open. The library's own retries are switched off: `withRetry` is the one retry
- * layer, and only around calls that can be repeated.
+ * request open. The library's own retries are switched off, and this driver makes one
+ * attempt per call: retries and timeouts are one layer above (retryingStorage).
  */
 export function replitStorage(options: ReplitStorageOptions = {}): Storage {
   const driver = "replit";
@@ -90,7 +89,7 @@ export function replitStorage(options: ReplitStorageOptions = {}): Storage {
     connecting ??= (async () => {
       const client = new Client({ bucketId: options.bucketId });
       const bucket = await (client as unknown as ClientInternals).getBucket();
-      // The library retries on its own (3 times, 1 s backoff and up); withRetry is the one layer.
+      // The library retries on its own (3 times, 1 s backoff and up); retryingStorage is the one layer.
       bucket.storage.retryOptions.maxRetries = 0;
       return { client, bucket };
     })();
@@ -110,16 +109,14 @@ export function replitStorage(options: ReplitStorageOptions = {}): Storage {
     }
   }
 
-  /** Runs a repeatable call with retries, mapping every failure to a StorageError. */
-  function retried<T>(operation: StorageOperation, key: string, fn: (c: Connection, attempt: number) => Promise<T>): Promise<T> {
-    return withRetry(async (attempt) => {
-      const connection = await connect(operation, key);
-      try {
-        return await fn(connection, attempt);
-      } catch (err) {
-        throw toError(operation, key, err);
-      }
-    }, options.retry);
+  /** Runs one call, mapping every failure to a StorageError. */
+  async function retried<T>(operation: StorageOperation, key: string, fn: (c: Connection) => Promise<T>): Promise<T> {
+    const connection = await connect(operation, key);
+    try {
+      return await fn(connection);
+    } catch (err) {
+      throw toError(operation, key, err);
+    }
   }
 
   /**
@@ -249,25 +246,17 @@ export function replitStorage(options: ReplitStorageOptions = {}): Storage {
       await retried("put", key, ({ bucket }) => saveBytes(bucket.file(key), body, false));
     },
 
-    /**
-     * A bytes body is retried; when a retry meets 412, an earlier attempt may have
-     * created the object and lost the answer, so the object counts as ours when it holds
-     * exactly our bytes (identical content from another writer is indistinguishable, and
-     * equivalent).
-     */
+    /** One conditional request (`ifGenerationMatch=0`); 412: the key was taken. */
     async putIfAbsent(key, body) {
       assertValidKey(driver, "putIfAbsent", key);
       if (!(body instanceof Uint8Array)) return streamUpload("putIfAbsent", key, body, true);
-      return retried("putIfAbsent", key, async ({ bucket }, attempt) => {
-        const file = bucket.file(key);
+      return retried("putIfAbsent", key, async ({ bucket }) => {
         try {
-          await saveBytes(file, body, true);
+          await saveBytes(bucket.file(key), body, true);
           return true;
         } catch (err) {
           if (statusOf(err) !== 412) throw err;
-          if (attempt === 1) return false;
-          const [metadata] = await file.getMetadata();
-          return metadata.md5Hash === md5Base64(body);
+          return false;
         }
       });
     },

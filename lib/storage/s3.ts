@@ -1,7 +1,7 @@
 import { AwsClient } from "aws4fetch";
 import { isTransientStatus, notFound, StorageError, type StorageOperation } from "./errors.js";
 import { assertValidKey, assertValidPrefix } from "./keys.js";
-import { withRetry, type RetryOptions } from "./retry.js";
+import { timeoutError } from "./retry.js";
 import { fixedSizePieces } from "./streams.js";
 import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
 
@@ -11,8 +11,6 @@ const MIN_PART_SIZE = 5 * MiB;
 const MAX_PART_SIZE = 5 * 1024 * MiB;
 const MAX_PARTS = 10_000;
 const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-/** Set on conditional writes, so a retried write can tell its own object from a rival's. */
-const WRITE_ID_HEADER = "x-amz-meta-write-id";
 
 export interface S3Options {
   /** `https://s3.eu-west-1.amazonaws.com`, `https://<account>.r2.cloudflarestorage.com`, `http://127.0.0.1:9000`. */
@@ -41,7 +39,12 @@ export interface S3Options {
   partSize?: number;
   /** Keys per ListObjectsV2 page (`max-keys`), 1 to 1000; default 1000. */
   listPageSize?: number;
-  retry?: RetryOptions;
+  /**
+   * STORAGE_TIMEOUT: a request without progress for this long is aborted and fails as a
+   * retryable `unavailable` StorageError; an upload gets more time for its bytes (at
+   * 256 KiB/s). Default 60 s. Retries are not the driver's: see retryingStorage.
+   */
+  timeoutMs?: number;
   /** The fetch to send requests with (tests wrap it); default the global fetch. */
   fetch?: typeof fetch;
 }
@@ -68,12 +71,12 @@ interface Call {
  *
  * - put: bytes go up in one PUT. A stream is read one part at a time; if it ends within the
  *   first part it goes up in one PUT too, otherwise as a multipart upload, which is aborted
- *   on any failure so nothing appears under the key. Parts are buffered, so each is retried.
- * - putIfAbsent: `If-None-Match: *`, which S3 (since 2024), R2 and MinIO honour atomically:
- *   412 means the key is taken, 409 ConditionalRequestConflict (a rival write in flight) is retried.
+ *   on any failure so nothing appears under the key.
+ * - putIfAbsent: `If-None-Match: *`, which S3 (since 2024), R2 and MinIO honour atomically.
  * - Every body goes with its sha256 in the signed `x-amz-content-sha256`: S3 refuses a body
  *   damaged or cut short on the way (XAmzContentSHA256Mismatch) instead of storing it.
- * - Every repeatable request is retried with backoff on 408/429/5xx and network errors.
+ * - Each request is made once, with a timeout, and its failure classified (`retryable` on
+ *   408/429/5xx, network errors and timeouts): retries are one layer above (retryingStorage).
  */
 export function s3Storage(options: S3Options): Storage {
   const driver = "s3";
@@ -103,8 +106,9 @@ export function s3Storage(options: S3Options): Storage {
     sessionToken: options.sessionToken,
     service: "s3",
     region: options.region ?? "us-east-1",
-    retries: 0, // retries are ours (withRetry), with a StorageError per failure
+    retries: 0, // retries are one layer above (retryingStorage), with a StorageError per failure
   });
+  const timeoutMs = options.timeoutMs ?? 60_000;
   // Never call a detached global fetch: Workers throw "Illegal invocation".
   const doFetch: (request: Request) => Promise<Response> = options.fetch ?? ((request) => fetch(request));
 
@@ -123,16 +127,18 @@ export function s3Storage(options: S3Options): Storage {
   }
 
   /** One signed request. A status that is neither 2xx nor accepted throws a StorageError. */
-  async function send(call: Call, payloadHash: string): Promise<Response> {
+  async function send(call: Call, payloadHash: string, signal: AbortSignal): Promise<Response> {
     const request = await client.sign(urlOf(call.objectKey, call.query), {
       method: call.method,
       headers: { ...call.headers, "x-amz-content-sha256": payloadHash },
       body: call.body as Uint8Array<ArrayBuffer> | undefined,
+      signal,
     });
     let response: Response;
     try {
       response = await doFetch(request);
     } catch (err) {
+      if (signal.reason instanceof StorageError) throw signal.reason; // our timeout
       const aborted = (err as Error | undefined)?.name === "AbortError";
       throw new StorageError(`${describe(call)} failed: ${(err as Error | undefined)?.message ?? String(err)}`, {
         driver,
@@ -174,27 +180,76 @@ export function s3Storage(options: S3Options): Storage {
   }
 
   /**
-   * Sends `call` with retries and hands each response to `handle`, inside the retry loop, so
-   * a body that breaks while being read is retried too. Only for repeatable requests.
+   * Sends `call` once and hands the response to `handle`, under a timeout: `timeoutMs`
+   * (plus time for the bytes of an upload) until `handle` is done, or with `streamed`,
+   * until the response body (which `handle` returns) goes that long without a byte.
    */
-  async function request<T>(call: Call, handle: (response: Response, attempt: number) => Promise<T>): Promise<T> {
+  async function request<T>(call: Call, handle: (response: Response) => Promise<T>): Promise<T>;
+  async function request(call: Call, handle: (response: Response) => Promise<ReadableStream<Uint8Array>>, streamed: true): Promise<ReadableStream<Uint8Array>>;
+  async function request<T>(call: Call, handle: (response: Response) => Promise<T>, streamed = false): Promise<T> {
     const payloadHash = call.body ? await sha256Hex(call.body) : EMPTY_SHA256;
-    return withRetry(async (attempt) => {
-      const response = await send(call, payloadHash);
-      try {
-        return await handle(response, attempt);
-      } catch (err) {
-        if (err instanceof StorageError) throw err;
-        throw new StorageError(`${describe(call)} failed reading the response: ${(err as Error).message}`, {
-          driver,
-          operation: call.operation,
-          key: call.key,
-          kind: "unavailable",
-          retryable: true,
-          cause: err,
-        });
-      }
-    }, options.retry);
+    const controller = new AbortController();
+    const allowedMs = timeoutMs + ((call.body?.byteLength ?? 0) / (256 * 1024)) * 1000;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const arm = (ms: number) => {
+      clearTimeout(timer);
+      timer = setTimeout(() => controller.abort(timeoutError(driver, call.operation, call.key, ms, call.step)), ms);
+    };
+    arm(allowedMs);
+    try {
+      const response = await send(call, payloadHash, controller.signal);
+      const result = await handle(response);
+      if (streamed) return idleWatched(result as ReadableStream<Uint8Array>, controller.signal, () => arm(timeoutMs), () => clearTimeout(timer)) as T;
+      clearTimeout(timer);
+      return result;
+    } catch (err) {
+      clearTimeout(timer);
+      if (controller.signal.reason instanceof StorageError) throw controller.signal.reason;
+      if (err instanceof StorageError) throw err;
+      throw new StorageError(`${describe(call)} failed reading the response: ${(err as Error).message}`, {
+        driver,
+        operation: call.operation,
+        key: call.key,
+        kind: "unavailable",
+        retryable: true,
+        cause: err,
+      });
+    }
+  }
+
+  /** `body`, calling `progress` on each piece and `done` at its end; once `signal` aborts (our timeout), reads fail with its reason. */
+  function idleWatched(body: ReadableStream<Uint8Array>, signal: AbortSignal, progress: () => void, done: () => void): ReadableStream<Uint8Array> {
+    const reader = body.getReader();
+    const aborted = new Promise<never>((_, reject) => {
+      const stop = () => {
+        reject(signal.reason as Error);
+        void reader.cancel(signal.reason).catch(() => {});
+      };
+      if (signal.aborted) stop();
+      else signal.addEventListener("abort", stop, { once: true });
+    });
+    aborted.catch(() => {});
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const { done: ended, value } = await Promise.race([reader.read(), aborted]);
+          if (ended) {
+            done();
+            controller.close();
+            return;
+          }
+          progress();
+          controller.enqueue(value);
+        } catch (err) {
+          done();
+          throw err instanceof StorageError ? err : new StorageError(`s3: get failed reading the body: ${(err as Error).message}`, { driver, operation: "get", kind: "unavailable", retryable: true, cause: err });
+        }
+      },
+      cancel(reason) {
+        done();
+        return reader.cancel(reason);
+      },
+    });
   }
 
   /** Reads (and so releases) a small response body. */
@@ -204,7 +259,6 @@ export function s3Storage(options: S3Options): Storage {
 
   /** PUT of buffered bytes; with `ifAbsent`, resolves false when the key was taken. */
   async function putObject(operation: StorageOperation, key: string, bytes: Uint8Array, ifAbsent: boolean): Promise<boolean> {
-    const writeId = ifAbsent ? crypto.randomUUID() : undefined;
     const call: Call = {
       operation,
       key,
@@ -213,23 +267,17 @@ export function s3Storage(options: S3Options): Storage {
       body: bytes,
       headers: {
         "content-type": "application/octet-stream",
-        ...(writeId ? { "if-none-match": "*", [WRITE_ID_HEADER]: writeId } : {}),
+        ...(ifAbsent ? { "if-none-match": "*" } : {}),
       },
       accept: ifAbsent ? [412] : [],
     };
-    return request(call, async (response, attempt) => {
-      await drain(response);
+    return request(call, async (response) => {
+      const text = await response.text();
       if (response.ok) return true;
-      // 412: the key is taken. A retry that finds the key taken may be finding our own earlier try, whose answer was lost.
-      if (attempt > 1 && writeId) return (await writeIdOf(key)) === writeId;
+      // 409 ConditionalRequestConflict: a rival conditional write to the key is in flight
+      // (S3); treat the key as taken, as for 412. Any other 409 is a real failure.
+      if (response.status === 409 && xmlText(text, "Code") !== "ConditionalRequestConflict") throw await failure(call, response, text);
       return false;
-    });
-  }
-
-  async function writeIdOf(key: string): Promise<string | null> {
-    return request({ operation: "putIfAbsent", key, step: "HEAD", method: "HEAD", objectKey: key, accept: [404] }, async (response) => {
-      await drain(response);
-      return response.ok ? response.headers.get(WRITE_ID_HEADER) : null;
     });
   }
 
@@ -374,10 +422,8 @@ export function s3Storage(options: S3Options): Storage {
 
     async get(key) {
       assertValidKey(driver, "get", key);
-      // Only reaching the headers is retried; a body that breaks mid-stream errors the stream.
-      return request({ operation: "get", key, method: "GET", objectKey: key }, async (response) => {
-        return response.body ?? new Blob([]).stream();
-      });
+      // The body is timed out when it stalls, not by its total time.
+      return request({ operation: "get", key, method: "GET", objectKey: key }, async (response) => response.body ?? new Blob([]).stream(), true);
     },
 
     async head(key): Promise<ObjectStat> {

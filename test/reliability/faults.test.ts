@@ -31,6 +31,7 @@ import { verifySnapshot } from "../../lib/snapshot/verify.js";
 import { StorageError } from "../../lib/storage/errors.js";
 import { fsStorage } from "../../lib/storage/fs.js";
 import { memoryStorage } from "../../lib/storage/memory.js";
+import { retryingStorage } from "../../lib/storage/retry.js";
 import { readAll } from "../../lib/storage/streams.js";
 import type { Storage } from "../../lib/storage/types.js";
 import { startTestChroma, type TestChroma } from "../fixtures/chroma.js";
@@ -40,6 +41,8 @@ import { client, expectError, makeApp, resetChroma, type CollectionSpec } from "
 import { expectSameRecords, parseDump, type DumpedRecord } from "../snapshot/compare.js";
 
 const bytesOf = (text: string) => new TextEncoder().encode(text);
+/** The retry layer with short waits, as the tests build it. */
+const FAST_RETRY = { baseDelayMs: 20, maxDelayMs: 200, timeoutMs: 5000 };
 const textOf = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 
 async function tempStore(): Promise<{ root: string; storage: Storage }> {
@@ -157,12 +160,12 @@ describe("the fault injector, and what the engine makes of each fault", () => {
       expect(once.stats).toMatchObject({ faults: 1, retried: 1, recovered: 1 });
     }
 
-    // Transient failures are retried; a non-retryable one is not.
+    // Transient failures are retried (by the store's retry layer); a non-retryable one is not.
     const flaky = faultyStorage(inner, { plan: ({ n }) => (n < 2 ? (n === 0 ? "transient" : "hang") : null), hangMs: 20 });
-    expect(await fetchVerifiedChunk(flaky, ref, "coll")).toEqual(bytes);
+    expect(await fetchVerifiedChunk(retryingStorage(flaky, FAST_RETRY), ref, "coll")).toEqual(bytes);
     expect(flaky.stats).toMatchObject({ faults: 2, retried: 2, recovered: 1 });
     const refused = faultyStorage(inner, { plan: () => "fatal" });
-    await expect(fetchVerifiedChunk(refused, ref, "coll")).rejects.toMatchObject({ status: 403 });
+    await expect(fetchVerifiedChunk(retryingStorage(refused, FAST_RETRY), ref, "coll")).rejects.toMatchObject({ status: 403 });
     expect(refused.stats.calls).toBe(1);
   });
 
@@ -214,7 +217,8 @@ describe("twenty backups in a row while 10% of storage calls fail at random", ()
       weights: { transient: 4, hang: 1, truncate: 1, corrupt: 1, "get-stream-error": 1, "put-stream-error": 1, fatal: 0.25 },
     });
     // A short lease: a lease whose release failed for good (a refused delete) blocks the next backups for 2 s, not 60.
-    const service = new BackupService({ chroma: rest, storage: faulty, storagePrefix: "chromadb/", retention: { keepLast: 5, keepSafety: 3 }, log: silentLogger, lockTtlMs: 2000 });
+    // The store as the service builds it: the driver (here with faults) under the one retry layer.
+    const service = new BackupService({ chroma: rest, storage: retryingStorage(faulty, { ...FAST_RETRY, attempts: 3 }), storagePrefix: "chromadb/", retention: { keepLast: 5, keepSafety: 3 }, log: silentLogger, lockTtlMs: 2000 });
     const api = client(makeApp(service));
     const ids = async () => (await readCatalog(storage)).snapshots.map((m) => m.id).sort();
 

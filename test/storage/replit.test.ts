@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { isNotFound, StorageError } from "../../lib/storage/errors.js";
 import { replitStorage } from "../../lib/storage/replit.js";
+import { retryingStorage } from "../../lib/storage/retry.js";
 import { readAll } from "../../lib/storage/streams.js";
 import { startGcsServer, type GcsServer } from "../fixtures/gcs-server.js";
 import { startBodyFaultProxy } from "../fixtures/body-fault-proxy.js";
@@ -10,8 +11,11 @@ import { failingStream, storageConformance, type FaultTarget } from "./conforman
 // so the server starts, and the variable is set, before any driver call.
 let server: GcsServer;
 let bucketNumber = 0;
-/** A driver on its own empty bucket, with fast retries. */
-const newStorage = (attempts = 5) => replitStorage({ bucketId: `bucket-${++bucketNumber}`, retry: { attempts, baseDelayMs: 5, maxDelayMs: 20 } });
+/** A driver on its own empty bucket, under the retry layer with fast retries (attempts 1: the bare driver). */
+const newStorage = (attempts = 5) => {
+  const driver = replitStorage({ bucketId: `bucket-${++bucketNumber}` });
+  return attempts === 1 ? driver : retryingStorage(driver, { attempts, baseDelayMs: 5, maxDelayMs: 20 });
+};
 
 beforeAll(async () => {
   server = await startGcsServer();
@@ -69,7 +73,7 @@ it("replit: lists more than one page through pageToken requests", async () => {
   expect(lists[1]!.query.pageToken).not.toBe(lists[2]!.query.pageToken);
 });
 
-it("replit: retries a read that the server answers with 503, and gives up when told to", async () => {
+it("replit: a read the server answers with 503 is retried by the layer above; the driver alone makes one try", async () => {
   const storage = newStorage();
   await storage.put("retry/key", text("survives 503s"));
 
@@ -82,7 +86,7 @@ it("replit: retries a read that the server answers with 503, and gives up when t
   server.failNext(2, { method: "GET", match: /\/o\/retry%2Fkey(\?|$)/ });
   expect((await storage.head("retry/key")).size).toBe(13);
 
-  // With a single try, the 503 surfaces as a retryable, typed error.
+  // The driver alone makes one try: the 503 surfaces as a retryable, typed error.
   server.failNext(1, { method: "GET", match: /alt=media/ });
   const err = await newStorage(1)
     .get("retry/key")

@@ -2,6 +2,7 @@ import { createHash, createHmac, randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isNotFound, StorageError } from "../../lib/storage/errors.js";
 import { s3Storage, type S3Options } from "../../lib/storage/s3.js";
+import { retryingStorage } from "../../lib/storage/retry.js";
 import { readAll } from "../../lib/storage/streams.js";
 import { failingStream, storageConformance } from "./conformance.js";
 import { startS3rver, type TestS3rver } from "../fixtures/s3rver.js";
@@ -95,8 +96,8 @@ storageConformance({
   name: "s3 (s3rver)",
   create: async () => ({ storage: s3Storage({ endpoint, bucket: "conformance", ...CREDENTIALS }) }),
   faults: {
-    shortWrite: async (limit) => ({ storage: s3Storage({ endpoint, bucket: "conformance", ...CREDENTIALS, retry: fastRetry, fetch: faultyBodyFetch("short", limit) }) }),
-    cutWrite: async (limit) => ({ storage: s3Storage({ endpoint, bucket: "conformance", ...CREDENTIALS, retry: fastRetry, fetch: faultyBodyFetch("cut", limit) }) }),
+    shortWrite: async (limit) => ({ storage: s3Storage({ endpoint, bucket: "conformance", ...CREDENTIALS, fetch: faultyBodyFetch("short", limit) }) }),
+    cutWrite: async (limit) => ({ storage: s3Storage({ endpoint, bucket: "conformance", ...CREDENTIALS, fetch: faultyBodyFetch("cut", limit) }) }),
   },
 });
 
@@ -169,26 +170,27 @@ describe("s3 driver against s3rver", () => {
     expect(listed).toEqual([]);
   });
 
-  it("retries a CompleteMultipartUpload that answers 200 with an <Error> body", async () => {
-    let failedCompletes = 0;
+  it("a CompleteMultipartUpload that answers 200 with an <Error> body fails, retryable, and the upload is aborted", async () => {
     const log: Sent[] = [];
     const flakyComplete = async (request: Request) => {
       const url = new URL(request.url);
-      if (request.method === "POST" && url.searchParams.has("uploadId") && failedCompletes++ === 0) {
+      if (request.method === "POST" && url.searchParams.has("uploadId")) {
         return new Response("<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>", {
           status: 200,
         });
       }
       return fetch(request);
     };
-    const s3 = storage({ partSize: 5 * MiB, fetch: recordingFetch(log, flakyComplete), retry: fastRetry });
-    const bytes = randomBytes(5 * MiB + 10);
-    await s3.put("complete/retried", streamOf(bytes));
-    expect(log.map(shapeOf)).toEqual(["POST uploads", "PUT partNumber&uploadId", "PUT partNumber&uploadId", "POST uploadId", "POST uploadId"]);
-    expect(sha256(await readAll(await s3.get("complete/retried")))).toBe(sha256(bytes));
+    // A stream body is never retried, not even by the retry layer: the caller sees the failure.
+    const s3 = retryingStorage(storage({ partSize: 5 * MiB, fetch: recordingFetch(log, flakyComplete) }), fastRetry);
+    const err = await s3.put("complete/failed", streamOf(randomBytes(5 * MiB + 10))).catch((e: unknown) => e);
+    expect(err).toMatchObject({ driver: "s3", operation: "put", retryable: true, kind: "unavailable" });
+    expect((err as Error).message).toMatch(/CompleteMultipartUpload.*InternalError/);
+    expect(log.map(shapeOf)).toEqual(["POST uploads", "PUT partNumber&uploadId", "PUT partNumber&uploadId", "POST uploadId", "DELETE uploadId"]);
+    await expect(s3.head("complete/failed")).rejects.toSatisfy(isNotFound);
   });
 
-  it("retries a 503 SlowDown and then succeeds", async () => {
+  it("makes one attempt per call; the retry layer above retries a 503 SlowDown and then succeeds", async () => {
     let failuresLeft = 0;
     let calls = 0;
     const flaky = async (request: Request) => {
@@ -199,7 +201,13 @@ describe("s3 driver against s3rver", () => {
       }
       return fetch(request);
     };
-    const s3 = storage({ fetch: flaky as typeof fetch, retry: fastRetry });
+    const driver = storage({ fetch: flaky as typeof fetch });
+    failuresLeft = 1;
+    await expect(driver.put("retry/key", text("once"))).rejects.toMatchObject({ status: 503, retryable: true, kind: "unavailable" });
+    expect(calls).toBe(1);
+
+    const s3 = retryingStorage(driver, fastRetry);
+    calls = 0;
     failuresLeft = 2;
     await s3.put("retry/key", text("survived"));
     expect(calls).toBe(3);
@@ -209,13 +217,13 @@ describe("s3 driver against s3rver", () => {
     expect(calls).toBe(4);
   });
 
-  it("gives up after the configured tries with a retryable error carrying S3's code and message", async () => {
+  it("under the retry layer, gives up after the configured tries with S3's code and message", async () => {
     let calls = 0;
     const down = (async () => {
       calls++;
       return s3ErrorResponse(503, "SlowDown", "Please reduce your request rate.");
     }) as unknown as typeof fetch;
-    const err = await storage({ fetch: down, retry: fastRetry })
+    const err = await retryingStorage(storage({ fetch: down }), fastRetry)
       .head("retry/key")
       .then(
         () => null,
@@ -223,17 +231,17 @@ describe("s3 driver against s3rver", () => {
       );
     expect(calls).toBe(fastRetry.attempts);
     expect(err).toBeInstanceOf(StorageError);
-    expect(err).toMatchObject({ driver: "s3", operation: "head", key: "retry/key", status: 503, retryable: true, kind: "unavailable" });
-    expect((err as Error).message).toMatch(/HTTP 503 SlowDown: Please reduce your request rate/);
+    expect(err).toMatchObject({ driver: "s3", operation: "head", key: "retry/key", status: 503, kind: "unavailable" });
+    expect((err as Error).message).toMatch(/HTTP 503 SlowDown: Please reduce your request rate.*gave up after 4 tries/);
   });
 
-  it("does not retry a 403, and reports it as a failure with S3's code", async () => {
+  it("a 403 is not retried, and is reported as a failure with S3's code", async () => {
     let calls = 0;
     const denied = (async () => {
       calls++;
       return s3ErrorResponse(403, "AccessDenied", "Access Denied &amp; logged");
     }) as unknown as typeof fetch;
-    const err = await storage({ fetch: denied, retry: fastRetry })
+    const err = await retryingStorage(storage({ fetch: denied }), fastRetry)
       .put("denied/key", text("x"))
       .then(
         () => null,
@@ -244,24 +252,55 @@ describe("s3 driver against s3rver", () => {
     expect((err as Error).message).toMatch(/HTTP 403 AccessDenied: Access Denied & logged/);
   });
 
-  it("retries a dropped connection", async () => {
+  it("a dropped connection is retryable, and retried by the layer above", async () => {
     let calls = 0;
     const dropping = (async (request: Request) => {
       if (++calls === 1) throw new TypeError("fetch failed", { cause: Object.assign(new Error("socket hang up"), { code: "ECONNRESET" }) });
       return fetch(request);
     }) as typeof fetch;
-    await storage({ fetch: dropping, retry: fastRetry }).put("retry/dropped", text("ok"));
+    await retryingStorage(storage({ fetch: dropping }), fastRetry).put("retry/dropped", text("ok"));
     expect(calls).toBe(2);
   });
 
-  it("putIfAbsent: 412 means taken, and a retry meeting 412 checks whether the winner was itself", async () => {
-    // The fetch plays the server's answers that cannot be had on demand (a lost answer, a 503).
-    let script: ("forward" | "lose-answer" | "unavailable" | "precondition-failed")[] = [];
+  it("a request that does not answer is aborted after timeoutMs: unavailable, retryable, saying how long it waited", async () => {
+    let aborted = 0;
+    const hanging = (async (request: Request) =>
+      new Promise<Response>((_, reject) =>
+        request.signal.addEventListener("abort", () => {
+          aborted++;
+          reject(request.signal.reason as Error);
+        }),
+      )) as typeof fetch;
+    const err = await storage({ fetch: hanging, timeoutMs: 300 })
+      .put("hang/key", text("x"))
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StorageError);
+    expect(err).toMatchObject({ driver: "s3", operation: "put", key: "hang/key", kind: "unavailable", retryable: true });
+    expect((err as Error).message).toBe("s3: put hang/key did not answer within 300ms");
+    expect(aborted, "the hung request itself was aborted, not left open").toBe(1);
+
+    // A download that stalls after its first bytes fails the stream the same way.
+    const stalling = (async () =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          start(controller) {
+            controller.enqueue(text("first bytes"));
+          },
+        }),
+      )) as unknown as typeof fetch;
+    const body = await storage({ fetch: stalling, timeoutMs: 300 }).get("hang/key");
+    await expect(readAll(body)).rejects.toMatchObject({ kind: "unavailable", retryable: true, message: "s3: get hang/key did not answer within 300ms" });
+  });
+
+  it("putIfAbsent: 412 means taken; a lost answer is an error, never retried blindly", async () => {
+    // s3rver ignores If-None-Match, so this fetch plays the server's conditional answers.
+    let script: ("forward" | "lose-answer" | "precondition-failed")[] = [];
+    let conditionalCalls = 0;
     const conditional = (async (request: Request) => {
       if (request.method === "PUT" && request.headers.get("if-none-match") === "*") {
+        conditionalCalls++;
         const step = script.shift() ?? "forward";
         if (step === "precondition-failed") return s3ErrorResponse(412, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold");
-        if (step === "unavailable") return s3ErrorResponse(503, "ServiceUnavailable", "Please try again.");
         const response = await fetch(request);
         // The object was written, but the answer is lost on the way back.
         if (step === "lose-answer") return s3ErrorResponse(503, "ServiceUnavailable", "Please try again.");
@@ -269,44 +308,29 @@ describe("s3 driver against s3rver", () => {
       }
       return fetch(request);
     }) as typeof fetch;
-    const s3 = storage({ fetch: conditional, retry: fastRetry });
+    const s3 = retryingStorage(storage({ fetch: conditional }), fastRetry);
 
     script = ["forward"];
     expect(await s3.putIfAbsent("pia/fresh", text("mine"))).toBe(true);
     script = ["precondition-failed"];
     expect(await s3.putIfAbsent("pia/fresh", text("again"))).toBe(false);
 
-    // Our first try wrote the object; its retry meets 412 from our own write: still a win.
-    script = ["lose-answer", "precondition-failed"];
-    expect(await s3.putIfAbsent("pia/lost-answer", text("mine"))).toBe(true);
-
-    // A rival wrote the key; our first try fails before reaching the server, the retry meets
-    // 412, and the object's write id is not ours: a loss, and the rival's object stays.
-    await s3.put("pia/rival", text("theirs"));
-    script = ["unavailable", "precondition-failed"];
-    expect(await s3.putIfAbsent("pia/rival", text("mine"))).toBe(false);
-    expect(new TextDecoder().decode(await readAll(await s3.get("pia/rival")))).toBe("theirs");
-    expect(script).toEqual([]);
+    // The write landed and its answer was lost: the caller gets the retryable error (the
+    // lock then reads the key back), and nothing was sent twice.
+    conditionalCalls = 0;
+    script = ["lose-answer"];
+    await expect(s3.putIfAbsent("pia/lost-answer", text("mine"))).rejects.toMatchObject({ retryable: true, status: 503 });
+    expect(conditionalCalls).toBe(1);
+    expect(new TextDecoder().decode(await readAll(await s3.get("pia/lost-answer")))).toBe("mine");
   });
 
-  it("putIfAbsent: a 409 ConditionalRequestConflict is retried (a rival in flight may fail), another 409 is an error", async () => {
-    const conflict = () => s3ErrorResponse(409, "ConditionalRequestConflict", "A conflicting conditional operation is in progress");
-    // One conflict, then the server decides: the retry goes through.
-    let conflicts = 1;
-    const once = (async (request: Request) => (request.method === "PUT" && conflicts-- > 0 ? conflict() : fetch(request))) as typeof fetch;
-    expect(await storage({ fetch: once, retry: fastRetry }).putIfAbsent("pia/conflict-once", text("x"))).toBe(true);
-    // Conflicts to the end: a retryable error, never a made-up answer.
-    const always = (async () => conflict()) as unknown as typeof fetch;
-    const err = await storage({ fetch: always, retry: fastRetry })
-      .putIfAbsent("pia/conflict", text("x"))
-      .then(
-        () => null,
-        (e: unknown) => e,
-      );
-    expect(err).toBeInstanceOf(StorageError);
-    expect(err).toMatchObject({ status: 409, retryable: true, kind: "unavailable" });
-    const aborted = (async () => s3ErrorResponse(409, "OperationAborted", "A conflicting conditional operation is currently in progress against this resource.")) as unknown as typeof fetch;
-    await expect(storage({ fetch: aborted, retry: fastRetry }).putIfAbsent("pia/conflict", text("x"))).rejects.toThrow(/HTTP 409 OperationAborted/);
+  it("putIfAbsent: a 409 ConditionalRequestConflict is a loss, another 409 is an error", async () => {
+    let answer = s3ErrorResponse(409, "ConditionalRequestConflict", "A conflicting conditional operation is in progress");
+    const conflicted = (async () => answer.clone()) as unknown as typeof fetch;
+    const s3 = storage({ fetch: conflicted });
+    expect(await s3.putIfAbsent("pia/conflict", text("x"))).toBe(false);
+    answer = s3ErrorResponse(409, "OperationAborted", "A conflicting conditional operation is currently in progress against this resource.");
+    await expect(s3.putIfAbsent("pia/conflict", text("x"))).rejects.toThrow(/HTTP 409 OperationAborted/);
   });
 
   it("a 404 NoSuchBucket is a configuration error, never a missing key", async () => {

@@ -2,6 +2,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { StorageError } from "../../lib/storage/errors.js";
 import { r2Storage, type R2BucketLike, type R2MultipartUploadLike } from "../../lib/storage/r2.js";
+import { retryingStorage } from "../../lib/storage/retry.js";
 import { readAll } from "../../lib/storage/streams.js";
 import { failingStream, storageFaultConformance } from "../storage/conformance.js";
 
@@ -162,11 +163,11 @@ describe("r2 driver under workerd", () => {
 });
 
 describe("r2 driver error handling (bucket double)", () => {
-  const fast = { retry: { baseDelayMs: 1, maxDelayMs: 2 } };
+  const fast = { baseDelayMs: 1, maxDelayMs: 2 };
 
-  it("retries R2's transient errors (10001, 10043, 10058) and then succeeds", async () => {
+  it("classifies R2's transient errors (10001, 10043, 10058) as retryable: the retry layer retries them and succeeds", async () => {
     let tries = 0;
-    const storage = r2Storage(
+    const storage = retryingStorage(r2Storage(
       failingBucket({
         head: async (key) => {
           tries++;
@@ -176,44 +177,42 @@ describe("r2 driver error handling (bucket double)", () => {
           return { key, size: 3, uploaded: new Date(0) };
         },
       }),
-      fast,
-    );
+    ), fast);
     expect(await storage.head("r2x/retry")).toEqual({ size: 3, lastModified: new Date(0) });
     expect(tries).toBe(4);
   });
 
-  it("gives up after the retries with kind unavailable, and does not retry a non-transient error", async () => {
+  it("under the retry layer, gives up after the tries with kind unavailable, and does not retry a non-transient error", async () => {
     let tries = 0;
-    const flaky = r2Storage(
+    const flaky = retryingStorage(r2Storage(
       failingBucket({
         delete: async () => {
           tries++;
           throw new Error("delete: Network connection lost.");
         },
       }),
-      { retry: { attempts: 3, baseDelayMs: 1 } },
-    );
+    ), { attempts: 3, baseDelayMs: 1 });
     const err = (await flaky.delete("r2x/k").catch((e: unknown) => e)) as StorageError;
     expect(err).toBeInstanceOf(StorageError);
-    expect([err.driver, err.operation, err.key, err.kind, err.retryable]).toEqual(["r2", "delete", "r2x/k", "unavailable", true]);
+    expect([err.driver, err.operation, err.key, err.kind]).toEqual(["r2", "delete", "r2x/k", "unavailable"]);
+    expect(err.message).toMatch(/gave up after 3 tries/);
     expect(tries).toBe(3);
 
     tries = 0;
-    const broken = r2Storage(
+    const broken = retryingStorage(r2Storage(
       failingBucket({
         get: async () => {
           tries++;
           throw new Error("get: The specified object name is not valid. (10020)");
         },
       }),
-      fast,
-    );
+    ), fast);
     const bad = (await broken.get("r2x/k").catch((e: unknown) => e)) as StorageError;
     expect([bad.kind, bad.status, bad.retryable]).toEqual(["invalid_key", 400, false]);
     expect(tries).toBe(1);
   });
 
-  it("putIfAbsent: a retry that finds its own bytes (first try wrote, answer lost) reports a win", async () => {
+  it("putIfAbsent makes one try: a lost answer is a retryable error (the lock reads back), a taken key a loss", async () => {
     const stored = new Map<string, Uint8Array>();
     let puts = 0;
     const bucket = failingBucket({
@@ -231,10 +230,11 @@ describe("r2 driver error handling (bucket double)", () => {
         return { key, size: value.byteLength, uploaded: new Date(), body: new Blob([value as Uint8Array<ArrayBuffer>]).stream() };
       },
     });
-    const storage = r2Storage(bucket, fast);
-    expect(await storage.putIfAbsent("r2x/lost-answer", text("mine"))).toBe(true);
-    expect(puts).toBe(2);
-    // Someone else's object is still a loss, on a first try or a retry.
+    const storage = retryingStorage(r2Storage(bucket), fast);
+    await expect(storage.putIfAbsent("r2x/lost-answer", text("mine"))).rejects.toMatchObject({ retryable: true, kind: "unavailable" });
+    expect(puts).toBe(1);
+    expect(new TextDecoder().decode(await readAll((await bucket.get("r2x/lost-answer"))!.body))).toBe("mine");
+    // Someone else's object is a loss.
     expect(await storage.putIfAbsent("r2x/lost-answer", text("other"))).toBe(false);
   });
 });
