@@ -49,6 +49,7 @@ import { ChromaClient, type Metadata } from "chromadb";
 import { startEmbeddedChroma, type EmbeddedChroma } from "../lib/chroma/embedded.js";
 import { bundleForNode } from "../scripts/build.mjs";
 import { collectionSpecs, generateCollections, loadCorpus, mulberry32, rest, seedCollection, splitCounts, type GeneratedCollection } from "./dataset.js";
+import { measureIdleIntervals, type IdleIntervalResult } from "./idle-interval.js";
 import { RESULT_PREFIX, type DatasetParams, type Job } from "./jobs.js";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -414,6 +415,11 @@ async function main(): Promise<void> {
     const baselines = await phase("baselines", () => runWorker<Baselines>({ mode: "baselines", url, collections: names, pageSize: 1000 }));
     details.baselines = baselines;
 
+    // -- What an idle automatic-backup interval costs ------------------------------------
+    const idle: IdleIntervalResult = await phase("idle-intervals", () => measureIdleIntervals(url, storeDir("idle")));
+    details.idleIntervals = idle;
+    log(`idle interval: ${idle.withChangeSignal.requests} Chroma requests, ${idle.withChangeSignal.cpuMs.toFixed(1)} CPU ms with the gate's change signal; ${idle.withoutChangeSignal.requests} requests, ${idle.withoutChangeSignal.cpuMs.toFixed(0)} CPU ms without (a full read, unchanged)`);
+
     // -- Raw read vs backup ------------------------------------------------------------
     const pageSizes = [500, 1000, 2500, 5000].filter((p) => p <= maxBatch || p <= 5000);
     const readTune = await phase("read-tune", () =>
@@ -558,6 +564,11 @@ async function main(): Promise<void> {
       scaleRestorePeakRssMb: scale?.restore.peakRssMb ?? null,
       scaleBackupMs: scale ? Math.round(scale.backup.ms) : null,
       scaleRestoreMs: scale ? Math.round(scale.restore.ms) : null,
+      idleIntervalRequests: idle.withChangeSignal.requests,
+      idleIntervalCpuMs: Math.round(idle.withChangeSignal.cpuMs * 10) / 10,
+      idleIntervalCommitted: idle.withChangeSignal.committed + idle.withoutChangeSignal.committed,
+      uncheckedIntervalRequests: idle.withoutChangeSignal.requests,
+      uncheckedIntervalCpuMs: Math.round(idle.withoutChangeSignal.cpuMs),
     };
     const checks = targets(result);
     details.checks = checks;
@@ -600,6 +611,12 @@ type Result = {
   scaleRestorePeakRssMb: number | null;
   scaleBackupMs: number | null;
   scaleRestoreMs: number | null;
+  /** Per automatic-backup interval with nothing changed: behind the gate (change signal) and without it. */
+  idleIntervalRequests: number;
+  idleIntervalCpuMs: number;
+  idleIntervalCommitted: number;
+  uncheckedIntervalRequests: number;
+  uncheckedIntervalCpuMs: number;
 };
 
 interface Check {
@@ -634,6 +651,14 @@ function targets(r: Result): Check[] {
     ratio(`restore peak RSS ${fmtInt(r.scaleRecords)} / ${fmtInt(r.records)} records`, r.scaleRestorePeakRssMb!, r.restorePeakRssMb, 1.25, (n) => `${n} MB`);
   }
   ratio("verifyMs / rawHashMs", r.verifyMs, r.rawHashMs, 2.0, fmtMs);
+  checks.push({
+    name: "idle interval behind the gate: Chroma requests",
+    value: `${r.idleIntervalRequests} (${r.idleIntervalCpuMs} CPU ms; without the gate ${r.uncheckedIntervalRequests} requests, ${r.uncheckedIntervalCpuMs} CPU ms)`,
+    ratio: r.idleIntervalRequests,
+    target: "= 0",
+    pass: r.idleIntervalRequests === 0,
+  });
+  checks.push({ name: "snapshots committed by idle intervals", value: String(r.idleIntervalCommitted), ratio: r.idleIntervalCommitted, target: "= 0", pass: r.idleIntervalCommitted === 0 });
   return checks;
 }
 

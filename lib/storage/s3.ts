@@ -166,12 +166,10 @@ export function s3Storage(options: S3Options): Storage {
     // 507 Insufficient Storage: a server (MinIO, a gateway) out of space. Not retryable.
     const full = status === 507;
     // A 200 that carries an <Error> (CompleteMultipartUpload) is S3 failing internally: retry.
-    // 409 ConditionalRequestConflict: a rival conditional write to the key was in flight and
-    // may yet fail; ask again (a retry then meets 412 if the rival won).
     // A body that did not match its signed sha256 or Content-Length was damaged on the way:
     // the server stored nothing, and the bytes are ours to send again.
     const retryable =
-      !full && (isTransientStatus(status) || response.ok || code === "InternalError" || code === "SlowDown" || code === "ConditionalRequestConflict" || code === "XAmzContentSHA256Mismatch" || code === "BadDigest" || code === "IncompleteBody");
+      !full && (isTransientStatus(status) || response.ok || code === "InternalError" || code === "SlowDown" || code === "XAmzContentSHA256Mismatch" || code === "BadDigest" || code === "IncompleteBody");
     const detail = [code, message].filter(Boolean).join(": ");
     return new StorageError(
       `${describe(call)} failed: HTTP ${status}${detail ? ` ${detail}` : ""}${requestId ? ` (request id ${requestId})` : ""}`,
@@ -269,7 +267,7 @@ export function s3Storage(options: S3Options): Storage {
         "content-type": "application/octet-stream",
         ...(ifAbsent ? { "if-none-match": "*" } : {}),
       },
-      accept: ifAbsent ? [412] : [],
+      accept: ifAbsent ? [409, 412] : [],
     };
     return request(call, async (response) => {
       const text = await response.text();
@@ -381,7 +379,7 @@ export function s3Storage(options: S3Options): Storage {
         query: [["uploadId", uploadId]],
         headers: { "content-type": "application/xml", ...(ifAbsent ? { "if-none-match": "*" } : {}) },
         body: new TextEncoder().encode(xml),
-        accept: ifAbsent ? [412] : [],
+        accept: ifAbsent ? [409, 412] : [],
       };
       const created = await request(complete, async (response) => {
         const text = await response.text();

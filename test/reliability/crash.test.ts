@@ -85,9 +85,20 @@ function cleanEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-/** Starts the service on `dir` and resolves once /health answers. */
+/**
+ * Starts the service on `dir` and resolves once /health answers. A free port can be taken
+ * by another test file between the pick and the listen (seen under load): then once more.
+ */
 async function startService(dir: string): Promise<Proc> {
-  const port = await freePort();
+  try {
+    return await startServiceOn(dir, await freePort());
+  } catch (err) {
+    if (!/EADDRINUSE/.test((err as Error).message)) throw err;
+    return startServiceOn(dir, await freePort());
+  }
+}
+
+async function startServiceOn(dir: string, port: number): Promise<Proc> {
   const child = spawn(process.execPath, ["--import", "tsx", "runtime/node.ts"], {
     cwd: ROOT,
     detached: true, // its own process group, killed as a whole
