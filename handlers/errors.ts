@@ -1,7 +1,7 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type * as v from "valibot";
-import { BackupError, ChromaRequestError, ChromaUnavailableError, ConflictError, InvalidRequestError, NotFoundError, RestorePendingError, SnapshotCorruptError } from "../lib/errors.js";
+import { BackupError, ChromaRequestError, ChromaUnavailableError, ConflictError, InvalidRequestError, NotFoundError, RestoreIncompatibleError, RestorePendingError, SnapshotCorruptError } from "../lib/errors.js";
 import { StorageError } from "../lib/storage/errors.js";
 
 export interface ApiError {
@@ -39,6 +39,7 @@ export function toApiError(err: unknown): ApiError {
   if (err instanceof ConflictError) return { status: 409, code: "conflict", message: err.message, details: err.details };
   if (err instanceof RestorePendingError) return { status: 409, code: "restore_pending", message: err.message, details: err.details };
   if (err instanceof SnapshotCorruptError) return { status: 422, code: "snapshot_corrupt", message: err.message, details: { chunk: err.chunk, collection: err.collection } };
+  if (err instanceof RestoreIncompatibleError) return { status: 422, code: "restore_incompatible", message: err.message, details: err.incompatibility };
   if (err instanceof ChromaUnavailableError) return { status: 503, code: "chroma_unavailable", message: err.message, details: err.details };
   if (err instanceof ChromaRequestError) return { status: 502, code: "chroma_error", message: err.message, details: err.details };
   if (err instanceof StorageError) {
