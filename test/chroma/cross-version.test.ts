@@ -163,6 +163,26 @@ describe("cross-version restore", () => {
     expect(await listCollectionNames(old.url)).toEqual(names);
   });
 
+  it("restores a 1.3 collection with a custom schema into 1.0 from its configuration, warning about the schema", async (ctx) => {
+    if (!newer) return ctx.skip();
+    const defaults = await post(newer.url, "/collections", { name: "schema-default-2" });
+    const schema = structuredClone(defaults.schema) as { keys: Record<string, unknown> };
+    schema.keys.secret = { string: { string_inverted_index: { enabled: false, config: {} } } };
+    const created = await post(newer.url, "/collections", { name: "schema-scalars", schema });
+    await addRecords(newer.url, created.id as string, makeRecords(120, 8, 31, "sc"));
+    const storage = memoryStorage();
+    const manifest = await takeSnapshot(newRest, storage, { collections: ["schema-scalars"] });
+    const logged: string[] = [];
+    const restored = await restoreSnapshot(oldRest, storage, manifest, { log: (level, message) => level === "warn" && logged.push(message) });
+    expect(restored[0]!.warnings).toHaveLength(1);
+    expect(restored[0]!.warnings[0]).toContain("no collection schema");
+    expect(restored[0]!.warnings[0]).toContain("secret");
+    expect(logged).toEqual(restored[0]!.warnings);
+    const copy = (await oldRest.getCollection("schema-scalars"))!;
+    expect(copy.schemaJson).toBeNull();
+    expectSameRecords(sameEmpty(await dumpCollection(newer.url, created.id as string)), sameEmpty(await dumpCollection(old.url, copy.id)), false);
+  });
+
   it("maps Chroma 1.0's own refusal of array metadata to restore_incompatible, naming the record and field", async () => {
     const scratch = await oldRest.createCollection("refusal-check", "null", "null");
     const batch = { ids: ["r0", "r1"], dim: 1, embeddings: new Float32Array([0.1, 0.2]), documents: JsonColumn.fromValues([null, null]), uris: [null, null], metadatas: ['{"a":1}', '{"tags":["x"]}'] };
