@@ -71,3 +71,18 @@ export class ChromaRequestError extends BackupError {
 export class RestorePendingError extends BackupError {
   override name = "RestorePendingError";
 }
+
+/**
+ * The target Chroma cannot hold what a restore would write (e.g. array metadata on a
+ * server older than 1.2): refused before anything is replaced.
+ */
+export class RestoreIncompatibleError extends BackupError {
+  override name = "RestoreIncompatibleError";
+  constructor(
+    message: string,
+    readonly incompatibility: { collection: string; record: string | null; field: string | null; lacks: string },
+    options?: { cause?: unknown },
+  ) {
+    super(message, incompatibility, options);
+  }
+}

@@ -346,6 +346,7 @@ export class BackupService {
       restored: true,
       snapshot: manifest.id,
       collections: restored.map((r) => ({ name: r.name, records: r.records })),
+      ...(restored.some((r) => r.warnings.length > 0) ? { warnings: restored.flatMap((r) => r.warnings) } : {}),
       safetySnapshot,
       durationMs: this.now().getTime() - started,
       ...(skipped.length ? { skipped } : {}),

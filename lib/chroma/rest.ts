@@ -24,6 +24,11 @@ export interface CollectionInfo {
   metadataJson: string;
   /** Canonical JSON text of the configuration exactly as the server reports it. */
   configurationJson: string;
+  /**
+   * Canonical JSON text of the collection's `schema` (Chroma 1.2+: index settings per value
+   * type and per metadata key), or null when the server reports none (older servers).
+   */
+  schemaJson: string | null;
   dimension: number | null;
 }
 
@@ -146,8 +151,14 @@ export class ChromaRest {
     return text === null ? null : toCollectionInfo(parseRawJson(text));
   }
 
-  async createCollection(name: string, metadataJson: string, configurationJson: string): Promise<CollectionInfo> {
-    const body = `{"name":${JSON.stringify(name)},"metadata":${emptyToNull(metadataJson)},"configuration":${configurationJson}}`;
+  /**
+   * Creates a collection. With `schemaJson` the schema alone describes its indexes (a
+   * server that knows schema refuses a non-default schema beside a non-default
+   * configuration); pass it only to a server that reports schema, as older ones ignore it.
+   */
+  async createCollection(name: string, metadataJson: string, configurationJson: string, schemaJson: string | null = null): Promise<CollectionInfo> {
+    const settings = schemaJson === null ? `"configuration":${configurationJson}` : `"schema":${schemaJson}`;
+    const body = `{"name":${JSON.stringify(name)},"metadata":${emptyToNull(metadataJson)},${settings}}`;
     return toCollectionInfo(parseRawJson((await this.request("POST", "/collections", body))!));
   }
 
@@ -252,6 +263,7 @@ function toCollectionInfo(raw: RawJson): CollectionInfo {
     name: raw.name,
     metadataJson: canonicalJson(raw.metadata ?? null),
     configurationJson: canonicalJson(raw.configuration_json ?? null),
+    schemaJson: raw.schema === undefined || raw.schema === null ? null : canonicalJson(raw.schema),
     dimension: dimension instanceof RawNumber ? Number(dimension.text) : null,
   };
 }

@@ -311,6 +311,7 @@ async function snapshotCollection(
       id: collection.id,
       metadataJson: collection.metadataJson,
       configurationJson: collection.configurationJson,
+      ...(collection.schemaJson !== null ? { schemaJson: collection.schemaJson } : {}),
       dimension: dim || null,
       records: refs.reduce((n, ref) => n + ref.records - (ref.drop?.length ?? 0), 0),
       recordsAtStart,

@@ -26,6 +26,8 @@ const CollectionSchema = v.object({
   id: v.string(),
   metadataJson: v.string(),
   configurationJson: v.string(),
+  /** The collection's `schema` as canonical JSON, when the source server reported one (Chroma 1.2+). */
+  schemaJson: v.optional(v.string()),
   dimension: v.nullable(count),
   records: count,
   recordsAtStart: count,
@@ -168,9 +170,11 @@ export async function parseManifest(bytes: Uint8Array, expectedId: string, keys?
     if (held !== c.records) corrupt(`collection ${c.name}: its chunks hold ${held} records, it says ${c.records}`);
     const size = c.chunks.reduce((n, ref) => n + ref.bytes, 0);
     if (size !== c.bytes) corrupt(`collection ${c.name}: its chunks hold ${size} bytes, it says ${c.bytes}`);
-    for (const field of ["metadataJson", "configurationJson"] as const) {
+    for (const field of ["metadataJson", "configurationJson", "schemaJson"] as const) {
+      const text = c[field];
+      if (text === undefined) continue;
       try {
-        JSON.parse(c[field]);
+        JSON.parse(text);
       } catch {
         corrupt(`collection ${c.name}: ${field} is not JSON`);
       }

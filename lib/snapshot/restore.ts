@@ -2,6 +2,7 @@ import type { ChromaRest, CollectionInfo } from "../chroma/rest.js";
 import { jsonLogger, type Logger } from "../log.js";
 import { InvalidRequestError, NotFoundError, SnapshotCorruptError } from "../errors.js";
 import type { Storage } from "../storage/types.js";
+import { asIncompatible, checkCollections, probeTarget, schemaWarnings, type TargetCapabilities } from "./compatibility.js";
 import { ASIDE_STALE_MS, asideName, buildingAside, sweepAsideCollections } from "./aside.js";
 import type { ProgressEvent } from "./backup.js";
 import type { CollectionEntry, Manifest } from "./manifest.js";
@@ -32,6 +33,8 @@ export interface RestoredCollection {
   name: string;
   from: string;
   records: number;
+  /** Settings of the snapshot the target could not take (e.g. schema on a Chroma before 1.2). */
+  warnings: string[];
 }
 
 /** Which collections a restore touches, under which names; checks the request first. */
@@ -64,22 +67,32 @@ export async function restoreSnapshot(chroma: ChromaRest, storage: Storage, mani
     // they are too old to be another instance's restore in progress.
     await sweepAsideCollections(chroma, options.log ?? jsonLogger, { olderThanMs: ASIDE_STALE_MS, targets: plan.map((p) => p.target) });
   }
+  // Every collection is checked against what the target can hold before any is replaced.
+  const capabilities = await probeTarget(chroma);
+  await checkCollections(storage, plan.map((p) => p.entry), capabilities);
   for (const { entry, target } of plan) {
     options.signal?.throwIfAborted();
-    if ((options.mode ?? "replace") === "merge") await mergeCollection(chroma, storage, entry, target, options);
-    else await replaceCollection(chroma, storage, entry, target, options);
-    restored.push({ name: target, from: entry.name, records: entry.records });
+    const created = (options.mode ?? "replace") === "merge" ? await mergeCollection(chroma, storage, entry, target, capabilities, options) : await replaceCollection(chroma, storage, entry, target, capabilities, options);
+    const warnings = created ? schemaWarnings(target, entry, created, capabilities) : [];
+    for (const w of warnings) (options.log ?? jsonLogger)("warn", w, { collection: target, snapshot: manifest.id });
+    restored.push({ name: target, from: entry.name, records: entry.records, warnings });
   }
   return restored;
 }
 
-async function replaceCollection(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, target: string, options: RestoreOptions): Promise<void> {
-  const name = asideName(target);
-  await buildingAside(name, () => buildAndSwap(chroma, storage, entry, target, name, options));
+/** Creates a collection as the snapshot describes it: with its schema where the target has schema, else with its configuration. */
+function createAsInSnapshot(chroma: ChromaRest, name: string, entry: CollectionEntry, capabilities: TargetCapabilities): Promise<CollectionInfo> {
+  return chroma.createCollection(name, entry.metadataJson, entry.configurationJson, capabilities.schema ? (entry.schemaJson ?? null) : null);
 }
 
-async function buildAndSwap(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, target: string, name: string, options: RestoreOptions): Promise<void> {
-  const aside = await chroma.createCollection(name, entry.metadataJson, entry.configurationJson);
+/** The collection as created (null when merge found it existing). */
+async function replaceCollection(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, target: string, capabilities: TargetCapabilities, options: RestoreOptions): Promise<CollectionInfo> {
+  const name = asideName(target);
+  return buildingAside(name, () => buildAndSwap(chroma, storage, entry, target, name, capabilities, options));
+}
+
+async function buildAndSwap(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, target: string, name: string, capabilities: TargetCapabilities, options: RestoreOptions): Promise<CollectionInfo> {
+  const aside = await createAsInSnapshot(chroma, name, entry, capabilities);
   try {
     await writeRecords(chroma, storage, entry, aside, "add", options);
     options.signal?.throwIfAborted(); // the last moment to leave the live collection untouched
@@ -90,20 +103,23 @@ async function buildAndSwap(chroma: ChromaRest, storage: Storage, entry: Collect
     }
     await chroma.deleteCollection(target);
     await chroma.renameCollection(aside.id, target);
+    return aside;
   } catch (err) {
     await chroma.deleteCollection(aside.name).catch(() => {});
     throw err;
   }
 }
 
-async function mergeCollection(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, target: string, options: RestoreOptions): Promise<void> {
+async function mergeCollection(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, target: string, capabilities: TargetCapabilities, options: RestoreOptions): Promise<CollectionInfo | null> {
   // Decoded, not only checksummed: a chunk that fails to decode must fail before anything is created or written.
   for (const ref of entry.chunks) {
     options.signal?.throwIfAborted();
     await readChunk(storage, ref, entry.name, entry.dimension);
   }
-  const existing = (await chroma.getCollection(target)) ?? (await chroma.createCollection(target, entry.metadataJson, entry.configurationJson));
+  const found = await chroma.getCollection(target);
+  const existing = found ?? (await createAsInSnapshot(chroma, target, entry, capabilities));
   await writeRecords(chroma, storage, entry, existing, "upsert", options);
+  return found ? null : existing;
 }
 
 /**
@@ -142,7 +158,7 @@ async function writeRecords(chroma: ChromaRest, storage: Storage, entry: Collect
           options.onProgress?.({ collection: entry.name, records: written, totalRecords: entry.records, bytes: 0 });
         })
         .catch((error: unknown) => {
-          state.failure ??= { error };
+          state.failure ??= { error: asIncompatible(error, entry.name, part) };
         })
         .finally(() => inflight.delete(task));
       inflight.add(task);

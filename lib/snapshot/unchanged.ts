@@ -28,7 +28,7 @@ function sameCollections(a: readonly CollectionEntry[], b: readonly CollectionEn
   const byName = new Map(a.map((c) => [c.name, c]));
   return b.every((c) => {
     const p = byName.get(c.name);
-    return p !== undefined && p.metadataJson === c.metadataJson && p.configurationJson === c.configurationJson && p.dimension === c.dimension && p.records === c.records && refsKey(p) === refsKey(c);
+    return p !== undefined && p.metadataJson === c.metadataJson && p.configurationJson === c.configurationJson && p.schemaJson === c.schemaJson && p.dimension === c.dimension && p.records === c.records && refsKey(p) === refsKey(c);
   });
 }
 

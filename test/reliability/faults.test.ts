@@ -447,7 +447,9 @@ describe("Chroma stops in the middle of a backup, and of a restore", () => {
   it("mid-restore, while a collection is built aside: 503, the live collection intact; a rerun restores everything", async () => {
     expect(snapshotId, "needs the snapshot of the previous test").toBeDefined();
     const live = await changeFirst(71);
-    stopBefore = (u) => u.endsWith("/add");
+    // The first add is the restore's probe of the target (to a collection id that does not exist); the second writes into the aside.
+    let adds = 0;
+    stopBefore = (u) => u.endsWith("/add") && ++adds === 2;
     const r = await api.post("/restore", { snapshot: snapshotId });
     expect(stopped).toBe(2);
     expectError(r, 503, "chroma_unavailable", /unreachable/);
