@@ -156,7 +156,7 @@ export class BackupService {
   markStartupRestore(state: StartupRestoreState, detail?: unknown): void {
     const previous = this.restoreState;
     const lastError = state === "failed" ? (detail instanceof Error ? detail.message : detail === undefined ? "unknown error" : String(detail)) : previous.lastError;
-    this.restoreState = { state, since: this.now().toISOString(), attempts: previous.attempts + (state === "running" ? 1 : 0), ...(lastError === undefined ? {} : { lastError }) };
+    this.restoreState = { state, since: this.now().toISOString(), attempts: previous.attempts + ((state === "running" && previous.state !== "running") || (state === "failed" && previous.state === "failed") ? 1 : 0), ...(lastError === undefined ? {} : { lastError }) };
     const fields = { from: previous.state, attempt: this.restoreState.attempts, ...(detail === undefined ? {} : detail instanceof Error ? errorFields(detail) : { detail: String(detail) }) };
     if (state === "failed") this.log("error", "startup restore failed: automatic backups are held until it succeeds", fields);
     else if (state === "overridden") this.log("warn", "startup restore overridden by an operator: the service runs without the data; automatic backups resume", fields);

@@ -86,6 +86,7 @@ export async function restoreUntilDone(app: Hono<AppEnv>, service: BackupService
   for (let attempts = 1; ; attempts++) {
     if (state() === "overridden") return "overridden";
     if (signal?.aborted) return "aborted";
+    // Retries stay "failed" (another failure counts as an attempt): /ready keeps the reason.
     if (state() !== "failed") service.markStartupRestore("running");
     let ok = false;
     let why: string;
