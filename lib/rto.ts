@@ -49,14 +49,18 @@ export function estimateRestore(snapshot: { records: number; bytes: number } | n
   if (!snapshot) return { estimatedRestoreSeconds: null, basis: "no snapshot to restore" };
   let recordsPerSecond = DEFAULT_RECORDS_PER_SECOND;
   let bytesPerSecond = DEFAULT_BYTES_PER_SECOND;
-  let basis = `no restore measured yet: assumed ${DEFAULT_RECORDS_PER_SECOND} records/s and ${DEFAULT_BYTES_PER_SECOND / 1e6} MB/s`;
+  let basis = `no restore measured yet: assumed ${DEFAULT_RECORDS_PER_SECOND} records/s and ${rate(DEFAULT_BYTES_PER_SECOND)}`;
   if (measured.length > 0) {
     const seconds = measured.reduce((n, m) => n + m.durationMs, 0) / 1000;
     recordsPerSecond = measured.reduce((n, m) => n + m.records, 0) / seconds;
     bytesPerSecond = Math.max(1, measured.reduce((n, m) => n + m.bytes, 0) / seconds);
     const newest = measured[0]!;
-    basis = `measured: ${measured.length} restore(s) of this deployment (newest ${newest.kind} of ${newest.snapshot} at ${newest.at}), ${Math.round(recordsPerSecond)} records/s, ${(bytesPerSecond / 1e6).toFixed(1)} MB/s`;
+    basis = `measured: ${measured.length} restore(s) of this deployment (newest ${newest.kind} of ${newest.snapshot} at ${newest.at}), ${Math.round(recordsPerSecond)} records/s, ${rate(bytesPerSecond)}`;
   }
   const seconds = Math.max(snapshot.records / recordsPerSecond, snapshot.bytes / bytesPerSecond);
   return { estimatedRestoreSeconds: Math.ceil(seconds), basis };
+}
+
+function rate(bytesPerSecond: number): string {
+  return bytesPerSecond >= 1e6 ? `${(bytesPerSecond / 1e6).toFixed(1)} MB/s` : `${Math.round(bytesPerSecond / 1e3)} KB/s`;
 }
