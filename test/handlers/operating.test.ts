@@ -8,6 +8,7 @@ import { Validator } from "@seriousme/openapi-schema-validator";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openApiPath, ROUTES } from "../../handlers/openapi.js";
+import { AutoBackup } from "../../lib/auto-backup.js";
 import { readManifest } from "../../lib/snapshot/catalog.js";
 import { chunkKey } from "../../lib/snapshot/chunk.js";
 import { readAll } from "../../lib/storage/streams.js";
@@ -53,6 +54,32 @@ describe("RPO and RTO in /status", () => {
     expect(after.body.rpo.lastBackupAgeSeconds).toBeGreaterThanOrEqual(0);
     expect(after.body.rto.estimatedRestoreSeconds).toBeGreaterThan(0);
     expect(after.body.rto.basis).toMatch(/^no restore measured yet/);
+  });
+});
+
+describe("RPO from the automatic backups", () => {
+  it("says whether there are unprotected changes and when the next automatic backup runs", async () => {
+    const own = await makeStore("memory");
+    const service = makeService({ chromaUrl: chroma.url, storage: own.storage });
+    const ownApi = client(makeApp(service));
+    let writes = 5;
+    const auto = new AutoBackup({ service, intervalSeconds: 3600, changeSignal: () => writes, onStopTimeoutSeconds: 0 });
+    auto.start();
+    try {
+      const first = (await ownApi.get("/status")).body.rpo;
+      expect(first.unprotectedChanges).toBe(true);
+      expect(Date.parse(first.nextBackupAt) - Date.now()).toBeGreaterThan(3000_000);
+      expect((await ownApi.post("/backups", {})).status).toBe(201);
+      const protectedNow = (await ownApi.get("/status")).body.rpo;
+      expect(protectedNow).toMatchObject({ unprotectedChanges: false, nextBackupAt: null });
+      expect(protectedNow.lastBackupAgeSeconds).toBeGreaterThanOrEqual(0);
+      writes++;
+      const changed = (await ownApi.get("/status")).body.rpo;
+      expect(changed.unprotectedChanges).toBe(true);
+      expect(changed.nextBackupAt).not.toBeNull();
+    } finally {
+      auto.stop();
+    }
   });
 });
 
