@@ -110,7 +110,7 @@ function renderStatus(s) {
   const f = $("facts"); f.replaceChildren();
   f.append(fact("last backup", s.lastBackup ? age(s.lastBackup.ageSeconds) + " ago" : "never"));
   f.append(fact("next automatic backup", s.rpo && s.rpo.nextBackupAt ? new Date(s.rpo.nextBackupAt).toLocaleString() : (s.rpo && s.rpo.unprotectedChanges ? "not scheduled" : "none due (no changes)")));
-  f.append(fact("RPO", s.rpo ? (s.rpo.unprotectedChanges ? "unprotected changes; " : "no unprotected changes; ") + "newest snapshot " + age(s.rpo.lastBackupAgeSeconds) + " old" : "-", s.rpo && s.rpo.unprotectedChanges ? "bad" : "ok"));
+  f.append(fact("RPO", s.rpo ? (s.rpo.unprotectedChanges ? "changes may be unprotected; " : "no unprotected changes; ") + "newest snapshot " + age(s.rpo.lastBackupAgeSeconds) + " old" : "-", s.rpo && s.rpo.unprotectedChanges ? "bad" : "ok"));
   f.append(fact("RTO", s.rto && s.rto.estimatedRestoreSeconds !== null ? "about " + age(s.rto.estimatedRestoreSeconds) + " to restore" : "-"));
   f.append(fact("stored / logical", bytes(s.storage.storedBytes) + " / " + bytes(s.storage.logicalBytes)));
   f.append(fact("snapshots", String(s.storage.snapshots) + (s.storage.damagedSnapshots.length ? " (" + s.storage.damagedSnapshots.length + " damaged)" : "")));
