@@ -375,6 +375,19 @@ function renderPrune(body: Json): string {
   return out;
 }
 
+/** The RPO and RTO lines of `status` (absent from an older service). */
+function recoveryObjectives(body: Json): [string, string][] {
+  const rpo = body.rpo as { lastBackupAgeSeconds: number | null; unprotectedChanges: boolean; nextBackupAt: string | null } | undefined;
+  const rto = body.rto as { estimatedRestoreSeconds: number | null; basis: string } | undefined;
+  const out: [string, string][] = [];
+  if (rpo) {
+    const age = rpo.lastBackupAgeSeconds === null ? "no snapshot yet" : `newest snapshot ${formatDuration(rpo.lastBackupAgeSeconds * 1000)} old`;
+    out.push(["rpo", `${age}; ${rpo.unprotectedChanges ? "changes since it may be unprotected" : "no unprotected changes"}; next automatic backup ${rpo.nextBackupAt ? formatTime(rpo.nextBackupAt) : "none due"}`]);
+  }
+  if (rto) out.push(["rto", `${rto.estimatedRestoreSeconds === null ? "-" : `about ${formatDuration(rto.estimatedRestoreSeconds * 1000)}`} (${rto.basis})`]);
+  return out;
+}
+
 function renderStatus(body: Json): string {
   const chroma = body.chroma as { url: string; reachable: boolean; version: string | null; collections: number | null; records: number | null };
   const storage = body.storage as { driver: string; prefix: string; snapshots: number; chunks: number; storedBytes: number; logicalBytes: number; damagedSnapshots?: { id: string; error: string }[] };
@@ -401,6 +414,7 @@ function renderStatus(body: Json): string {
         : "-",
     ],
     ["lock", lock ? `held by ${lock.holder} (${lock.operation}) until ${formatTime(lock.expiresAt)}` : "free"],
+    ...recoveryObjectives(body),
   ];
   let out = keyValues(pairs);
   for (const d of storage.damagedSnapshots ?? []) out += `warning: snapshot ${d.id} is damaged: ${d.error}\n`;

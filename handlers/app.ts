@@ -4,11 +4,16 @@ import { requestId } from "hono/request-id";
 import { timingSafeEqual } from "hono/utils/buffer";
 import { createBackup } from "./backup.js";
 import type { AppContext, AppDeps, AppEnv } from "./context.js";
+import { OperationMetrics } from "../lib/metrics.js";
+import { dashboard } from "./dashboard.js";
 import { deleteBackup } from "./delete.js";
+import { drillBackup } from "./drill.js";
 import { errorBody, errorResponse, HttpError, toApiError } from "./errors.js";
 import { getBackup } from "./get.js";
 import { health } from "./health.js";
 import { listBackups } from "./list.js";
+import { metrics } from "./metrics.js";
+import { openapi, ROUTES } from "./openapi.js";
 import { pruneBackups } from "./prune.js";
 import { ready } from "./ready.js";
 import { restore } from "./restore.js";
@@ -35,14 +40,37 @@ const accessLog: MiddlewareHandler<AppEnv> = async (c, next) => {
   const operation = c.get("operation");
   if (!operation || operation === "health" || operation === "ready") return;
   const status = c.res.status;
-  c.get("deps").log(status >= 500 ? "error" : status >= 400 ? "warn" : "info", operation, {
+  const fields = c.get("logFields");
+  // A handler may set the outcome itself (a drill that ran and failed answers 200).
+  const outcome = typeof fields.outcome === "string" ? fields.outcome : status < 400 ? "ok" : "error";
+  const durationMs = Date.now() - started;
+  c.get("deps").metrics?.observe(operation, outcome, durationMs / 1000);
+  c.get("deps").log(status >= 500 || (outcome === "error" && status < 400) ? "error" : status >= 400 ? "warn" : "info", operation, {
     operation,
-    outcome: status < 400 ? "ok" : "error",
+    outcome,
     status,
-    durationMs: Date.now() - started,
+    durationMs,
     requestId: c.get("requestId"),
-    ...c.get("logFields"),
+    ...fields,
   });
+};
+
+const HANDLERS: Record<string, (c: AppContext) => Response | Promise<Response>> = {
+  dashboard,
+  health,
+  ready,
+  openapi,
+  metrics,
+  status,
+  list: listBackups,
+  backup: createBackup,
+  get: getBackup,
+  verify: verifyBackup,
+  drill: drillBackup,
+  delete: deleteBackup,
+  restore,
+  "skip-startup": skipStartupRestore,
+  prune: pruneBackups,
 };
 
 const op =
@@ -53,7 +81,8 @@ const op =
   };
 
 /** The service's HTTP app, over one BackupService; mount it anywhere Hono runs. */
-export function createApp(deps: AppDeps): Hono<AppEnv> {
+export function createApp(appDeps: AppDeps): Hono<AppEnv> {
+  const deps: AppDeps = { ...appDeps, metrics: appDeps.metrics ?? new OperationMetrics() };
   const app = new Hono<AppEnv>();
   app.use("*", async (c, next) => {
     c.set("deps", deps);
@@ -61,8 +90,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   });
   app.use("*", requestId());
   app.use("*", accessLog);
-  app.get("/health", op("health", health));
-  app.get("/ready", op("ready", ready));
+  // Every route comes from ROUTES, the list /openapi.json documents: public ones before the auth middleware.
+  const mount = (r: (typeof ROUTES)[number]) => app.on(r.method.toUpperCase(), r.path, op(r.operation, HANDLERS[r.operation]!));
+  for (const r of ROUTES.filter((x) => !x.auth)) mount(r);
   app.use("*", bearerAuth);
   app.use(
     "*",
@@ -73,15 +103,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       },
     }),
   );
-  app.get("/status", op("status", status));
-  app.get("/backups", op("list", listBackups));
-  app.post("/backups", op("backup", createBackup));
-  app.get("/backups/:id", op("get", getBackup));
-  app.post("/backups/:id/verify", op("verify", verifyBackup));
-  app.delete("/backups/:id", op("delete", deleteBackup));
-  app.post("/restore", op("restore", restore));
-  app.post("/restore/skip-startup", op("skip-startup", skipStartupRestore));
-  app.post("/prune", op("prune", pruneBackups));
+  for (const r of ROUTES.filter((x) => x.auth)) mount(r);
 
   app.notFound((c) => c.json(errorBody({ status: 404, code: "not_found", message: `no route ${c.req.method} ${new URL(c.req.url).pathname}` }), 404));
   app.onError((err, c) => {

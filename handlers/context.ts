@@ -1,6 +1,7 @@
 import type { Context } from "hono";
 import * as v from "valibot";
 import type { LogFields, Logger } from "../lib/log.js";
+import type { OperationMetrics } from "../lib/metrics.js";
 import type { BackupService } from "../lib/service.js";
 import { HttpError, validationError } from "./errors.js";
 
@@ -13,6 +14,8 @@ export interface AppDeps {
   maxBodyBytes?: number;
   /** What `GET /ready` answers, supplied by the runtime (startup restore done, Chroma answers). */
   readiness?: () => Promise<{ ready: boolean; reason?: string }>;
+  /** Operation counters and durations for /metrics (createApp makes one when absent). */
+  metrics?: OperationMetrics;
 }
 
 export type AppEnv = {

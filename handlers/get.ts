@@ -10,6 +10,7 @@ export const getBackup = async (c: AppContext) => {
     ...summarize(manifest),
     chroma: manifest.chroma,
     warnings: manifest.warnings,
+    drill: await c.get("deps").service.drillOf(manifest.id),
     collections: manifest.collections.map((col) => ({
       name: col.name,
       records: col.records,

@@ -3,5 +3,7 @@ import { ListQuery } from "./schemas.js";
 
 export const listBackups = async (c: AppContext) => {
   const query = validate(ListQuery, c.req.query(), "query");
-  return c.json({ snapshots: await c.get("deps").service.list(query) });
+  const { service } = c.get("deps");
+  const [snapshots, drills] = await Promise.all([service.list(query), service.drills()]);
+  return c.json({ snapshots: snapshots.map((s) => ({ ...s, drill: drills.get(s.id) ?? null })) });
 };

@@ -64,3 +64,19 @@ export const ListQuery = v.strictObject({
   tag: v.optional(Tag),
   limit: v.optional(v.pipe(v.string(), v.regex(/^\d{1,6}$/, "limit is a whole number"), v.transform(Number))),
 });
+
+/** Every error answer (documented in /openapi.json; built in handlers/errors.ts). */
+export const ErrorBody = v.object({
+  error: v.object({ code: v.string(), message: v.string(), details: v.optional(v.unknown()) }),
+});
+
+const DrillCheck = v.object({ name: v.picklist(["restore", "count", "nearest", "content", "cleanup"]), collection: v.nullable(v.string()), ok: v.boolean(), message: v.string() });
+
+/** POST /backups/:id/drill's answer (documented in /openapi.json). */
+export const DrillResponse = v.object({ ok: v.boolean(), snapshot: v.string(), at: v.string(), records: v.number(), durationMs: v.number(), checks: v.array(DrillCheck) });
+
+/** The RPO and RTO parts of GET /status (documented in /openapi.json). */
+export const RecoveryObjectives = v.object({
+  rpo: v.object({ lastBackupAgeSeconds: v.nullable(v.number()), unprotectedChanges: v.boolean(), nextBackupAt: v.nullable(v.string()) }),
+  rto: v.object({ estimatedRestoreSeconds: v.nullable(v.number()), basis: v.string() }),
+});

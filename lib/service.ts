@@ -12,6 +12,8 @@ import { ManifestKeys } from "./snapshot/signing.js";
 import { manifestKey, summarize, type Manifest, type SnapshotSummary } from "./snapshot/manifest.js";
 import { isAsideCollection, planRestore, restoreSnapshot } from "./snapshot/restore.js";
 import { verifySnapshot, type VerifyReport } from "./snapshot/verify.js";
+import { readDrill, readDrills, runDrill, type DrillResult } from "./drill.js";
+import { estimateRestore, readRestoreStats, recordRestore, type RtoEstimate } from "./rto.js";
 import { isNotFound } from "./storage/errors.js";
 import { formatWait } from "./storage/retry.js";
 import type { Storage } from "./storage/types.js";
@@ -50,6 +52,8 @@ export interface RunningOperation {
 export interface BackupScheduler {
   /** Arranges a backup at `at` (or earlier); answers when it will run. */
   schedule(at: Date): Date;
+  /** When the next automatic backup runs; null when none is due (AutoBackup). */
+  nextBackupAt?(): Date | null;
 }
 
 /**
@@ -342,13 +346,16 @@ export class BackupService {
     } finally {
       for (const w of this.watchers) w.restored?.();
     }
+    const durationMs = this.now().getTime() - started;
+    const entries = plan.map((p) => p.entry);
+    await recordRestore(this.storage, { at: this.now().toISOString(), snapshot: manifest.id, kind: "restore", records: entries.reduce((n, e) => n + e.records, 0), bytes: entries.reduce((n, e) => n + e.bytes, 0), durationMs }, this.log);
     return {
       restored: true,
       snapshot: manifest.id,
       collections: restored.map((r) => ({ name: r.name, records: r.records })),
       ...(restored.some((r) => r.warnings.length > 0) ? { warnings: restored.flatMap((r) => r.warnings) } : {}),
       safetySnapshot,
-      durationMs: this.now().getTime() - started,
+      durationMs,
       ...(skipped.length ? { skipped } : {}),
     };
   }
@@ -474,6 +481,7 @@ export class BackupService {
       part("lock", () => this.lock.current()),
     ]);
     const last = catalog?.snapshots.find((m) => m.tag !== SAFETY_TAG) ?? null;
+    const recovery = catalog ? await part("recovery", () => this.recoveryObjectives(last)) : undefined;
     return {
       chroma: { ...chroma },
       storage: {
@@ -492,7 +500,40 @@ export class BackupService {
       running: this.running,
       startupRestore: this.startupRestore,
       errors,
+      ...(recovery ?? { rpo: { lastBackupAgeSeconds: null, unprotectedChanges: true, nextBackupAt: null }, rto: { estimatedRestoreSeconds: null, basis: "unknown: the store did not answer in time" } }),
     };
+  }
+
+  /** RPO (what a loss now would cost) and RTO (how long restoring the newest snapshot would take). */
+  async recoveryObjectives(last: Manifest | null): Promise<Pick<Status, "rpo" | "rto">> {
+    const next = this.scheduler?.nextBackupAt?.() ?? null;
+    return {
+      rpo: {
+        lastBackupAgeSeconds: last ? Math.floor((this.now().getTime() - Date.parse(last.createdAt)) / 1000) : null,
+        unprotectedChanges: this.changeSignal?.() !== false,
+        nextBackupAt: next ? next.toISOString() : null,
+      },
+      rto: estimateRestore(last, await readRestoreStats(this.storage, this.log)),
+    };
+  }
+
+  /** A restore drill of the snapshot into scratch collections (see lib/drill.ts); its result is kept with the snapshot. */
+  async drill(idOrLatest: string): Promise<DrillResult> {
+    const manifest = await this.get(idOrLatest);
+    const result = await runDrill(this.chroma, this.storage, manifest, { log: this.log, now: this.now });
+    if (result.checks.some((c) => c.name === "restore" && c.ok)) {
+      await recordRestore(this.storage, { at: result.at, snapshot: manifest.id, kind: "drill", records: manifest.records, bytes: manifest.bytes, durationMs: result.durationMs }, this.log);
+    }
+    return result;
+  }
+
+  /** The recorded drill of a snapshot, or of every snapshot (by id). */
+  drillOf(id: string): Promise<DrillResult | null> {
+    return readDrill(this.storage, id, this.log);
+  }
+
+  drills(): Promise<Map<string, DrillResult>> {
+    return readDrills(this.storage, this.log);
   }
 }
 
@@ -534,4 +575,6 @@ export interface Status {
   startupRestore: BackupService["startupRestore"];
   /** The parts that could not be read, and why. */
   errors: { part: string; message: string }[];
+  rpo: { lastBackupAgeSeconds: number | null; unprotectedChanges: boolean; nextBackupAt: string | null };
+  rto: RtoEstimate;
 }

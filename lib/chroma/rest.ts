@@ -201,6 +201,14 @@ export class ChromaRest {
     }
   }
 
+  /** The ids and distances of the `n` nearest records to each query embedding. */
+  async queryNearest(id: string, embeddings: number[][], n: number): Promise<{ ids: string[][]; distances: number[][] }> {
+    const body = JSON.stringify({ query_embeddings: embeddings, n_results: n, include: ["distances"] });
+    const out = JSON.parse((await this.request("POST", `/collections/${id}/query`, body))!) as { ids?: unknown; distances?: unknown };
+    if (!Array.isArray(out.ids) || !Array.isArray(out.distances)) throw new ChromaRequestError("Chroma answered a query without ids or distances", 502);
+    return { ids: out.ids as string[][], distances: out.distances as number[][] };
+  }
+
   /** Writes records with `add` (into a fresh collection) or `upsert` (merging). */
   async writeRecords(id: string, batch: RecordBatch, mode: "add" | "upsert"): Promise<void> {
     await this.request("POST", `/collections/${id}/${mode}`, writeBody(batch));

@@ -553,6 +553,11 @@ describe("path traversal wherever a key is built from input", () => {
         ] as const) {
           const req = { method, path, headers: auth };
           const r = await send(w.app, req);
+          // The URL parser resolves "/backups/%2e%2e" to "/": that GET is the dashboard page, which holds no data.
+          if (method === "GET" && new URL(`http://x${path}`).pathname === "/") {
+            expect(r.headers.get("content-type"), path).toMatch(/^text\/html/);
+            continue;
+          }
           expect(judge(req, r), `${method} ${path} -> ${r.status} ${r.text}`).toBe(true);
           expect([400, 404], `${method} ${path}`).toContain(r.status);
           answers++;
