@@ -393,7 +393,7 @@ function renderStatus(body: Json): string {
   const storage = body.storage as { driver: string; prefix: string; snapshots: number; chunks: number; storedBytes: number; logicalBytes: number; damagedSnapshots?: { id: string; error: string }[] };
   const last = body.lastBackup as { id: string; createdAt: string; ageSeconds: number } | null;
   const retention = body.retention as Record<string, unknown> | undefined;
-  const lock = body.lock as { holder: string; operation: string; expiresAt: string } | null;
+  const lock = body.lock as { holder: string; operation: string; expiresAt: string } | null | "unknown";
   const dedup = storage.storedBytes > 0 ? `, dedup ${(storage.logicalBytes / storage.storedBytes).toFixed(1)}x` : "";
   const pairs: [string, string][] = [
     [
@@ -413,10 +413,14 @@ function renderStatus(body: Json): string {
             .join(", ")
         : "-",
     ],
-    ["lock", lock ? `held by ${lock.holder} (${lock.operation}) until ${formatTime(lock.expiresAt)}` : "free"],
+    ["lock", lock === "unknown" ? "unknown (the store did not answer in time)" : lock ? `held by ${lock.holder} (${lock.operation}) until ${formatTime(lock.expiresAt)}` : "free"],
     ...recoveryObjectives(body),
   ];
+  const startup = body.startupRestore as { state: string; lastError?: string; attempts: number } | undefined;
+  if (startup && startup.state !== "done" && startup.state !== "none") pairs.push(["startup restore", `${startup.state}${startup.lastError ? `: ${startup.lastError}` : ""} (attempt ${startup.attempts})`]);
   let out = keyValues(pairs);
   for (const d of storage.damagedSnapshots ?? []) out += `warning: snapshot ${d.id} is damaged: ${d.error}\n`;
+  for (const w of (body.lastBackup as { warnings?: string[] } | null)?.warnings ?? []) out += `warning: the last backup: ${w}\n`;
+  for (const e of (body.errors as { part: string; message: string }[] | undefined) ?? []) out += `warning: could not read ${e.part}: ${e.message}\n`;
   return out;
 }
