@@ -5,6 +5,7 @@ import { serve, type ServerType } from "@hono/node-server";
 import { startEmbeddedChroma, type EmbeddedChroma } from "../lib/chroma/embedded.js";
 import { ChromaGate } from "../lib/chroma/gate.js";
 import { AutoBackup } from "../lib/auto-backup.js";
+import { DrillSchedule, drillIntervalSeconds } from "../lib/drill.js";
 import { ASIDE_STALE_MS, sweepAsideCollections } from "../lib/snapshot/aside.js";
 import { loadConfig, type Config, type Env } from "../lib/config.js";
 import { errorFields, jsonLogger, type Logger } from "../lib/log.js";
@@ -159,9 +160,23 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
     // kept its own data (a disk that survived) may hold changes no snapshot has.
     if (restoredData) autoBackup.markProtected();
     autoBackup.start();
+    drills?.start();
   });
+  // DRILL_INTERVAL: a restore drill of the newest snapshot into scratch collections.
+  const drillEvery = drillIntervalSeconds(env);
+  const drills = drillEvery
+    ? new DrillSchedule(
+        async () => {
+          const result = await service.drill("latest");
+          log(result.ok ? "info" : "error", result.ok ? "scheduled restore drill passed" : "SCHEDULED RESTORE DRILL FAILED", { snapshot: result.snapshot, records: result.records, durationMs: result.durationMs, checks: result.checks.filter((c) => !c.ok) });
+        },
+        drillEvery * 1000,
+        log,
+      )
+    : null;
   const stopHooks: (() => Promise<void>)[] = [
     async () => {
+      drills?.stop();
       await gate?.close(); // no app write may land after the on-stop backup read its data
       const result = await autoBackup.backupOnStop();
       log(result.outcome === "timeout" || result.outcome === "failed" ? "error" : "info", "on-stop backup", { ...result });
