@@ -42,6 +42,19 @@ describe("runtime/worker.ts under workerd, over a real Chroma", () => {
     expect(await listCollectionNames(chromaUrl)).toContain(DOCS.name);
   });
 
+  it("serves the same operating surfaces: the dashboard page, /openapi.json, /metrics, /ready", async () => {
+    const page = await call("GET", "/", undefined, null);
+    expect(page.status).toBe(200);
+    expect(page.headers.get("content-type")).toMatch(/^text\/html/);
+    expect(await page.text()).toMatch(/<html[\s\S]*chroma-backup/i);
+    const openapi = await call("GET", "/openapi.json", undefined, null);
+    expect(await json(openapi)).toMatchObject({ openapi: expect.stringMatching(/^3\.1/) });
+    const metrics = await call("GET", "/metrics");
+    expect(metrics.status).toBe(200);
+    expect(await metrics.text()).toMatch(/^chroma_backup_snapshots /m);
+    expect(await json(await call("GET", "/ready", undefined, null))).toEqual({ ready: true });
+  });
+
   it("the pool's main is the real Worker: as wrangler.toml configures it (no secret), only /health answers", async () => {
     const health = await exports.default.fetch("http://worker/health");
     expect(health.status).toBe(200);
