@@ -1,4 +1,5 @@
 import { deflateSync, Inflate } from "fflate";
+import type * as NodeZlibModule from "node:zlib"; // types only: erased, never loaded
 import { ResourceLimitError } from "../errors.js";
 
 /**
@@ -23,7 +24,7 @@ export interface DeflateOptions {
   huffmanOnly?: boolean;
 }
 
-type NodeZlib = typeof import("node:zlib");
+type NodeZlib = typeof NodeZlibModule;
 
 /**
  * node:zlib when running in Node, else null. Read through process.getBuiltinModule
