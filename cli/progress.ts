@@ -7,12 +7,8 @@ export interface ProgressOutput {
   columns?: number;
 }
 
-export interface ProgressEvent {
-  collection: string;
-  records: number;
-  totalRecords: number;
-  bytes: number;
-}
+export type { ProgressEvent } from "../lib/snapshot/progress.js";
+import type { ProgressEvent } from "../lib/snapshot/progress.js";
 
 const CLEAR_LINE = "\r\x1b[2K";
 

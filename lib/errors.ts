@@ -86,3 +86,12 @@ export class RestoreIncompatibleError extends BackupError {
     super(message, incompatibility, options);
   }
 }
+
+/**
+ * The runtime ran out of a resource (memory, CPU time) while encoding or decoding: not a
+ * fault in the data, so never reported as corruption. Retrying with more headroom (a
+ * bigger instance, fewer collections at once) may succeed.
+ */
+export class ResourceLimitError extends BackupError {
+  override name = "ResourceLimitError";
+}

@@ -3,24 +3,20 @@ import { ResponseBuffers, type ChromaRest, type CollectionInfo } from "../chroma
 import { JsonColumn } from "../json/json-column.js";
 import { InvalidRequestError } from "../errors.js";
 import { isNotFound, StorageError } from "../storage/errors.js";
-import { readAll } from "../storage/streams.js";
+import { readAll, TooLargeError } from "../storage/streams.js";
 import type { ObjectStat, Storage } from "../storage/types.js";
 import { readCatalog, forEachLimited } from "./catalog.js";
 import { chunkKey, decodeDigests, digestsKey, encodeChunk, encodeDigests, sha256Hex } from "./chunk.js";
 import { FORMAT_VERSION, manifestKey, newSnapshotId, serializeManifest, type ChunkRef, type CollectionEntry, type Manifest } from "./manifest.js";
 import type { ManifestKeys } from "./signing.js";
 import { concatBatches, recordDigests, sliceBatch, type RecordBatch } from "./records.js";
-import { isAsideCollection } from "./restore.js";
+import { isAsideCollection } from "./aside.js";
 import { describeDrop } from "./drop.js";
 import { unchangedFrom } from "./unchanged.js";
 import { SAFETY_TAG } from "../retention.js";
 
-export interface ProgressEvent {
-  collection: string;
-  records: number;
-  totalRecords: number;
-  bytes: number;
-}
+import type { ProgressEvent } from "./progress.js";
+export type { ProgressEvent } from "./progress.js";
 
 export interface SnapshotOptions {
   /** Names of the collections to include; all when omitted. */
@@ -184,7 +180,7 @@ async function indexPrevious(storage: Storage, prev: CollectionEntry | null, sig
       const sidecar = await readAll(await storage.get(digestsKey(ref.hash)), 8 + ref.records * 16 + 32);
       if (!ref.digests || sha256Hex(sidecar) === ref.digests) digests = decodeDigests(sidecar, ref.records);
     } catch (err) {
-      if (!isNotFound(err) && !(err instanceof RangeError)) throw err;
+      if (!isNotFound(err) && !(err instanceof TooLargeError)) throw err;
     }
     if (!digests) return; // no usable sidecar: this chunk's records are written afresh
     index.kept[r] = new Uint8Array(ref.records);

@@ -1,6 +1,6 @@
 import { NotFoundError, SnapshotCorruptError } from "../errors.js";
 import { isNotFound } from "../storage/errors.js";
-import { readAll } from "../storage/streams.js";
+import { readAll, TooLargeError } from "../storage/streams.js";
 import type { Storage } from "../storage/types.js";
 import { isSnapshotId, manifestKey, parseManifest, type Manifest } from "./manifest.js";
 import type { ManifestKeys } from "./signing.js";
@@ -30,7 +30,7 @@ export async function readManifest(storage: Storage, id: string, keys?: Manifest
       bytes = await readAll(await storage.get(manifestKey(id)), MAX_MANIFEST_BYTES);
     } catch (err) {
       if (isNotFound(err)) throw new NotFoundError(`no snapshot ${id}`);
-      if (err instanceof RangeError) throw new SnapshotCorruptError(`manifest of snapshot ${id} is larger than ${MAX_MANIFEST_BYTES} bytes`, null, null);
+      if (err instanceof TooLargeError) throw new SnapshotCorruptError(`manifest of snapshot ${id} is larger than ${MAX_MANIFEST_BYTES} bytes`, null, null);
       throw err;
     }
     try {

@@ -1,9 +1,8 @@
 import { Buffer, isUtf8 } from "node:buffer";
 import { createHash } from "node:crypto";
-import { promisify } from "node:util";
-import { constants as zlibConstants, deflateRaw, inflateRaw, inflateRawSync, type ZlibOptions } from "node:zlib";
 import { SnapshotCorruptError } from "../errors.js";
 import { scanStringColumn, utf8Around } from "../json/json-column.js";
+import { deflateSection, InflateError, inflateSection } from "./codec.js";
 import type { RecordBatch } from "./records.js";
 
 /**
@@ -51,29 +50,14 @@ export interface EncodedChunk {
   decodedBytes: number;
 }
 
-const deflateRawAsync = promisify<Uint8Array, ZlibOptions, Uint8Array>(deflateRaw);
-const inflateRawAsync = promisify<Uint8Array, ZlibOptions, Uint8Array>(inflateRaw);
-
-/**
- * Compression goes through node:zlib (native zlib in Node, and in Workers under
- * nodejs_compat): on this data it deflates 2-2.5x faster than fflate and 3% smaller,
- * and inflates 3x faster. The async form runs in zlib's thread pool, so a backup keeps
- * reading and parsing Chroma's pages on the main thread while chunks compress.
- */
+/** Compression goes through codec.ts (node:zlib's thread pool in Node, fflate in a Worker: the reasons are there). */
 export async function encodeChunk(batch: RecordBatch, level: CompressionLevel = 6): Promise<EncodedChunk> {
   const n = batch.ids.length;
   const text = encodeText(batch);
   const values = batch.embeddings.subarray(0, n * batch.dim);
   const floats = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   const high = highBytePlane(values);
-  // Output in steps of up to 256 KiB: each step is a round trip between the pool and the
-  // main thread (the default 16 KiB made them a measurable share of the backup's CPU).
-  const chunkSize = (bytes: number) => Math.min(Math.max(bytes, 64 * 1024), 256 * 1024);
-  const [deflated, packedHigh] = await Promise.all([
-    // memLevel 9: zlib's largest hash table, 7-17% faster here at the same size.
-    deflateRawAsync(text, { level, memLevel: 9, chunkSize: chunkSize(text.byteLength) }),
-    deflateRawAsync(high, { strategy: zlibConstants.Z_HUFFMAN_ONLY, chunkSize: chunkSize(high.byteLength) }),
-  ]);
+  const [deflated, packedHigh] = await Promise.all([deflateSection(text, { level }), deflateSection(high, { level, huffmanOnly: true })]);
   // Each section stays as is when compression does not pay for itself.
   const textCodec = deflated.byteLength < text.byteLength ? CODEC_DEFLATE : CODEC_STORED;
   const storedText = textCodec === CODEC_DEFLATE ? deflated : text;
@@ -161,31 +145,15 @@ export interface ChunkExpectation {
 type Corrupt = (why: string, cause?: unknown) => never;
 
 /**
- * Inflates raw deflate to exactly `size` bytes or throws. zlib stops as soon as the
- * output passes `size` (it works in 16 KiB steps), so a stream crafted to expand to
- * gigabytes costs one step in memory and time, and nothing is allocated up front from
- * a claimed size. `sync: false` inflates in zlib's thread pool.
+ * A section inflated to exactly `size` bytes (codec.ts: a bomb stops within one step);
+ * wrong bytes are corruption, a resource limit (ResourceLimitError) passes through as is.
  */
-function inflateExactly(stored: Uint8Array, size: number, what: string, corrupt: Corrupt, sync: true): Uint8Array;
-function inflateExactly(stored: Uint8Array, size: number, what: string, corrupt: Corrupt, sync: false): Promise<Uint8Array>;
-function inflateExactly(stored: Uint8Array, size: number, what: string, corrupt: Corrupt, sync: boolean): Uint8Array | Promise<Uint8Array> {
-  // One output step per call for a chunk's sections (fewer round trips through the
-  // thread pool), capped so a false claim cannot make zlib allocate much ahead.
-  const options = { maxOutputLength: Math.max(1, size), chunkSize: Math.min(Math.max(size + 1, 64), 1024 * 1024) };
-  const failed = (err: unknown): never => {
-    if ((err as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") return corrupt(`${what} inflates to more than the ${size} bytes claimed`, err);
-    return corrupt(`${what} does not inflate: ${(err as Error).message}`, err);
-  };
-  const checked = (out: Uint8Array): Uint8Array => {
-    if (out.byteLength !== size) corrupt(`${what} inflates to ${out.byteLength < size ? "fewer" : "more"} than the ${size} bytes claimed`);
-    return out;
-  };
-  if (!sync) return inflateRawAsync(stored, options).then(checked, failed);
+function inflateExactly(stored: Uint8Array, size: number, what: string, corrupt: Corrupt): Uint8Array {
   try {
-    return checked(inflateRawSync(stored, options));
+    return inflateSection(stored, size);
   } catch (err) {
-    if (err instanceof SnapshotCorruptError) throw err;
-    return failed(err);
+    if (err instanceof InflateError) return corrupt(`${what} ${err.message}`, err);
+    throw err;
   }
 }
 
@@ -274,16 +242,16 @@ export function decodeChunk(bytes: Uint8Array, expect: ChunkExpectation): Record
   if (layout.embeddingCodec === CODEC_STORED) {
     new Uint8Array(embeddings.buffer).set(layout.embeddings);
   } else {
-    const high = inflateExactly(layout.embeddings.subarray(n * dim * 3), n * dim, "embedding high-byte plane", corrupt, true);
+    const high = inflateExactly(layout.embeddings.subarray(n * dim * 3), n * dim, "embedding high-byte plane", corrupt);
     joinBytePlanes(layout.embeddings.subarray(0, n * dim * 3), high, new Uint32Array(embeddings.buffer));
   }
-  const text = layout.textCodec === CODEC_STORED ? layout.text : inflateExactly(layout.text, layout.textBytes, "text section", corrupt, true);
+  const text = layout.textCodec === CODEC_STORED ? layout.text : inflateExactly(layout.text, layout.textBytes, "text section", corrupt);
   return { ...decodeText(text, n, corrupt), dim, embeddings };
 }
 
 /**
  * What a verify checks, without building the records: every header length, both
- * sections inflate (in zlib's thread pool) to exactly their sizes, and the text is UTF-8
+ * sections inflate (fflate, codec.ts) to exactly their sizes, and the text is UTF-8
  * framed as `n + 3` lines with well-formed id and uri columns. The embeddings need no
  * more than their length (any bytes are floats). The documents and metadata lines are
  * left to decodeChunk: with the chunk's sha256 already checked, they are the bytes the
@@ -293,10 +261,8 @@ export async function checkChunk(bytes: Uint8Array, expect: ChunkExpectation): P
   const corrupt = corruptFor(expect);
   const layout = readLayout(bytes, expect, corrupt);
   const { n, dim } = layout;
-  const [text] = await Promise.all([
-    layout.textCodec === CODEC_STORED ? layout.text : inflateExactly(layout.text, layout.textBytes, "text section", corrupt, false),
-    layout.embeddingCodec === CODEC_STORED ? null : inflateExactly(layout.embeddings.subarray(n * dim * 3), n * dim, "embedding high-byte plane", corrupt, false),
-  ]);
+  if (layout.embeddingCodec !== CODEC_STORED) inflateExactly(layout.embeddings.subarray(n * dim * 3), n * dim, "embedding high-byte plane", corrupt);
+  const text = layout.textCodec === CODEC_STORED ? layout.text : inflateExactly(layout.text, layout.textBytes, "text section", corrupt);
   checkText(text, n, corrupt);
   return n;
 }

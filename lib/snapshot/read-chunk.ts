@@ -1,6 +1,6 @@
 import { SnapshotCorruptError } from "../errors.js";
 import { isNotFound } from "../storage/errors.js";
-import { readAll } from "../storage/streams.js";
+import { readAll, TooLargeError } from "../storage/streams.js";
 import type { Storage } from "../storage/types.js";
 import { checkChunk, chunkKey, decodeChunk, sha256Hex } from "./chunk.js";
 import type { ChunkRef } from "./manifest.js";
@@ -24,7 +24,7 @@ export async function fetchVerifiedChunk(storage: Storage, ref: ChunkRef, collec
       bytes = await readAll(await storage.get(chunkKey(ref.hash)), ref.bytes);
     } catch (err) {
       if (isNotFound(err)) return corrupt("is missing from the store");
-      if (!(err instanceof RangeError)) throw err;
+      if (!(err instanceof TooLargeError)) throw err;
       problem = `is larger than the ${ref.bytes} bytes the manifest records`;
       continue;
     }

@@ -4,7 +4,7 @@ import { InvalidRequestError, NotFoundError, SnapshotCorruptError } from "../err
 import type { Storage } from "../storage/types.js";
 import { asIncompatible, checkCollections, probeTarget, schemaWarnings, type TargetCapabilities } from "./compatibility.js";
 import { ASIDE_STALE_MS, asideName, buildingAside, sweepAsideCollections } from "./aside.js";
-import type { ProgressEvent } from "./backup.js";
+import type { ProgressEvent } from "./progress.js";
 import type { CollectionEntry, Manifest } from "./manifest.js";
 import { readChunk } from "./read-chunk.js";
 import { filterBatch, sliceBatch, type RecordBatch } from "./records.js";

@@ -1,6 +1,6 @@
 import { notFound, StorageError, type StorageOperation } from "./errors.js";
 import { assertValidKey, assertValidPrefix } from "./keys.js";
-import { bodyToStream, readAll } from "./streams.js";
+import { bodyToStream, readAll, TooLargeError } from "./streams.js";
 import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
 
 interface StoredObject {
@@ -33,7 +33,7 @@ export function memoryStorage(options: MemoryStorageOptions = {}): Storage {
     try {
       return await readAll(body, room);
     } catch (err) {
-      if (!(err instanceof RangeError)) throw err;
+      if (!(err instanceof TooLargeError)) throw err;
       await body.cancel().catch(() => {});
       throw full(`more than ${room}`);
     }

@@ -1,7 +1,7 @@
 import { notFound, StorageError, type StorageErrorKind, type StorageOperation } from "./errors.js";
 import { assertValidKey, assertValidPrefix } from "./keys.js";
 import { isTransient } from "./retry.js";
-import { fixedSizePieces, readAll } from "./streams.js";
+import { fixedSizePieces, readAll, TooLargeError } from "./streams.js";
 import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
 
 /*
@@ -204,7 +204,7 @@ export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}):
       try {
         bytes = body instanceof Uint8Array ? body : await readAll(body, putIfAbsentMaxBytes);
       } catch (err) {
-        if (err instanceof RangeError && !(body instanceof Uint8Array)) {
+        if (err instanceof TooLargeError && !(body instanceof Uint8Array)) {
           await body.cancel().catch(() => {}); // readAll stopped reading: stop the source too
           throw new StorageError(
             `r2: putIfAbsent "${key}": a stream body over ${putIfAbsentMaxBytes} bytes cannot be written conditionally (R2 allows it only for single puts); pass bytes or raise putIfAbsentMaxBytes`,

@@ -10,7 +10,18 @@ export function bodyToStream(body: Body): ReadableStream<Uint8Array> {
   });
 }
 
-/** Concatenates a stream. With `maxBytes`, throws as soon as the total would pass it. */
+/**
+ * A stream went past the byte limit its reader gave readAll: the object is larger than
+ * the caller allows. A RangeError still, for callers that catch those.
+ */
+export class TooLargeError extends RangeError {
+  override name = "TooLargeError";
+  constructor(readonly maxBytes: number) {
+    super(`stream is larger than ${maxBytes} bytes`);
+  }
+}
+
+/** Concatenates a stream. With `maxBytes`, throws TooLargeError as soon as the total would pass it. */
 export async function readAll(stream: ReadableStream<Uint8Array>, maxBytes = Infinity): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   let total = 0;
@@ -20,7 +31,7 @@ export async function readAll(stream: ReadableStream<Uint8Array>, maxBytes = Inf
       const { done, value } = await reader.read();
       if (done) break;
       total += value.byteLength;
-      if (total > maxBytes) throw new RangeError(`stream is larger than ${maxBytes} bytes`);
+      if (total > maxBytes) throw new TooLargeError(maxBytes);
       parts.push(value);
     }
   } finally {

@@ -10,7 +10,8 @@ import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 import { startEmbeddedChroma } from "../../lib/chroma/embedded.js";
 import { addRecords, createCollection, makeRecords } from "../fixtures/dataset.js";
-import { CHURN, DOCS } from "./dataset.js";
+import { generateCollections, loadCorpus, seedCollection } from "../../bench/dataset.js";
+import { CHURN, DOCS, REAL } from "./dataset.js";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -27,6 +28,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
     await addRecords(chroma.url, docs, makeRecords(DOCS.count, DOCS.dim, DOCS.seed, DOCS.name));
     const churn = await createCollection(chroma.url, CHURN.name, '{"hnsw":{"space":"l2"}}');
     await addRecords(chroma.url, churn, makeRecords(CHURN.count, CHURN.dim, CHURN.seed, CHURN.name));
+    const spec = { name: REAL.name, space: "cosine" as const, share: 1, configurationJson: '{"hnsw":{"space":"cosine"}}', metadataJson: '{"corpus":"changelogs"}' };
+    const corpus = loadCorpus(REAL.count);
+    const [real] = generateCollections({ specs: [spec], counts: [REAL.count], dim: REAL.dim, seed: REAL.seed, corpus });
+    await seedCollection(chroma.url, real!);
+    console.log(`[workers] ${REAL.name}: ${REAL.count} records of ${corpus.origin}, ${(real!.documents.reduce((a, d) => a + d.length, 0) / 1e6).toFixed(1)} M characters`);
   } catch (err) {
     await chroma.stop();
     await rm(dataDir, { recursive: true, force: true });
