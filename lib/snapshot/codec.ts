@@ -5,12 +5,12 @@ import { ResourceLimitError } from "../errors.js";
 /**
  * Raw deflate (RFC 1951) for a chunk's sections, chosen by runtime.
  *
- * Inflate: fflate everywhere. It is pure JS, so it behaves the same in Node and in
- * workerd; node:zlib under workerd's nodejs_compat is not Node's zlib, and a restore of
- * 2,000 records of real text failed there with "Memory limit exceeded". The price in
- * Node, measured on the benchmark's text (a 1.9 MB text section, 20 rounds): 30-39 ms
- * per section in 8 KiB steps against node:zlib's 8 ms; a restore spends far longer
- * waiting for Chroma's writes.
+ * Inflate: fflate's streaming Inflate in a Worker (and wherever Node's zlib is absent):
+ * node:zlib under workerd's nodejs_compat is not Node's zlib, and a restore of 2,000
+ * records of real text failed there with "Memory limit exceeded". In Node, node:zlib
+ * with `maxOutputLength` (it stops as soon as the output passes the claimed size): on the
+ * benchmark's text (a 1.9 MB text section, 20 rounds) 8 ms against fflate's 30-39 ms in
+ * 8 KiB steps, and verify's ratio to a raw sha256 is within 2x only with the faster one.
  *
  * Deflate: fflate in a Worker (and wherever Node's zlib is absent); node:zlib in Node,
  * where fflate costs speed. Same text, level 2: node:zlib 22 ms in its thread pool (off
@@ -88,6 +88,11 @@ export class InflateError extends Error {
  * output passes `size`; nothing is allocated up front beyond `size` itself.
  */
 export function inflateSection(stored: Uint8Array, size: number): Uint8Array {
+  return zlib ? inflateWithZlib(zlib, stored, size) : inflateStreaming(stored, size);
+}
+
+/** The Worker's inflater (fflate, in 8 KiB input steps); exported for its tests in Node. */
+export function inflateStreaming(stored: Uint8Array, size: number): Uint8Array {
   const out = new Uint8Array(size);
   let written = 0;
   let over = false;
@@ -114,6 +119,21 @@ export function inflateSection(stored: Uint8Array, size: number): Uint8Array {
     throw err;
   }
   if (written !== size) throw new InflateError(`inflates to fewer than the ${size} bytes claimed`);
+  return out;
+}
+
+function inflateWithZlib(z: NodeZlib, stored: Uint8Array, size: number): Uint8Array {
+  let out: Uint8Array;
+  try {
+    out = z.inflateRawSync(stored, { maxOutputLength: Math.max(size, 1) });
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (code === "ERR_BUFFER_TOO_LARGE") throw new InflateError(`inflates to more than the ${size} bytes claimed`, { cause: err });
+    if (typeof code === "string" && code.startsWith("Z_")) throw new InflateError(`does not inflate: ${(err as Error).message}`, { cause: err });
+    if (isResourceLimit(err)) throw new ResourceLimitError(`inflate ran out of a resource (not a fault in the data): ${(err as Error).message}`, { cause: err });
+    throw err;
+  }
+  if (out.byteLength !== size) throw new InflateError(`inflates to ${out.byteLength < size ? "fewer" : "more"} than the ${size} bytes claimed`);
   return out;
 }
 

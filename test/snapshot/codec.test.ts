@@ -4,7 +4,7 @@ import { constants, deflateRawSync } from "node:zlib";
 import { expect, it } from "vitest";
 import { toApiError } from "../../handlers/errors.js";
 import { ResourceLimitError } from "../../lib/errors.js";
-import { deflateCodec, deflateSection, InflateError, inflateSection } from "../../lib/snapshot/codec.js";
+import { deflateCodec, deflateSection, InflateError, inflateSection, inflateStreaming } from "../../lib/snapshot/codec.js";
 
 // The chunk codec (lib/snapshot/codec.ts): whatever wrote a section, node:zlib (chunks
 // written by Node since format 2) or fflate (chunks written by a Worker), the fflate
@@ -32,51 +32,57 @@ const writers: [string, (b: Uint8Array) => Uint8Array][] = [
   ["fflate level 6", (b) => deflateSync(b, { level: 6 })],
 ];
 
-it("a section deflated by node:zlib or fflate, at every level the writers use, inflates to the same bytes", () => {
-  fc.assert(
-    fc.property(section, fc.constantFrom(...writers), (bytes, [, deflate]) => {
-      const out = inflateSection(deflate(bytes), bytes.byteLength);
-      expect(Buffer.from(out).equals(Buffer.from(bytes))).toBe(true);
-    }),
-    { numRuns: 300 },
-  );
-});
+// Both inflaters: Node's (node:zlib with maxOutputLength) and the Worker's (fflate, streamed).
+for (const [inflaterName, inflate] of [
+  ["inflateSection (node:zlib in Node)", inflateSection],
+  ["inflateStreaming (fflate, the Worker's)", inflateStreaming],
+] as const) {
+  it(`${inflaterName}: a section deflated by node:zlib or fflate, at every level the writers use, inflates to the same bytes`, () => {
+    fc.assert(
+      fc.property(section, fc.constantFrom(...writers), (bytes, [, deflate]) => {
+        const out = inflate(deflate(bytes), bytes.byteLength);
+        expect(Buffer.from(out).equals(Buffer.from(bytes))).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+  });
 
-it("deflateSection (this runtime's writer: node:zlib in Node) round-trips through the fflate inflater", async () => {
-  expect(deflateCodec).toBe("node:zlib");
-  await fc.assert(
-    fc.asyncProperty(section, fc.boolean(), async (bytes, huffmanOnly) => {
-      const stored = await deflateSection(bytes, { level: 2, huffmanOnly });
-      expect(Buffer.from(inflateSection(stored, bytes.byteLength)).equals(Buffer.from(bytes))).toBe(true);
-    }),
-    { numRuns: 100 },
-  );
-});
+  it(`${inflaterName}: deflateSection (this runtime's writer: node:zlib in Node) round-trips`, async () => {
+    expect(deflateCodec).toBe("node:zlib");
+    await fc.assert(
+      fc.asyncProperty(section, fc.boolean(), async (bytes, huffmanOnly) => {
+        const stored = await deflateSection(bytes, { level: 2, huffmanOnly });
+        expect(Buffer.from(inflate(stored, bytes.byteLength)).equals(Buffer.from(bytes))).toBe(true);
+      }),
+      { numRuns: 100 },
+    );
+  });
 
-it("a truncated section, or one claiming a size it does not have, is refused as InflateError", () => {
-  fc.assert(
-    fc.property(section.filter((b) => b.byteLength > 0), fc.constantFrom(...writers), fc.double({ min: 0, max: 1, noNaN: true, maxExcluded: true }), fc.integer({ min: 1, max: 5000 }), (bytes, [, deflate], cut, off) => {
-      const stored = deflate(bytes);
-      expect(() => inflateSection(stored.subarray(0, Math.floor(stored.byteLength * cut)), bytes.byteLength)).toThrow(InflateError);
-      expect(() => inflateSection(stored, bytes.byteLength + off)).toThrow(/fewer than/);
-      expect(() => inflateSection(stored, Math.max(0, bytes.byteLength - off))).toThrow(/more than/);
-    }),
-    { numRuns: 200 },
-  );
-});
+  it(`${inflaterName}: a truncated section, or one claiming a size it does not have, is refused as InflateError`, () => {
+    fc.assert(
+      fc.property(section.filter((b) => b.byteLength > 0), fc.constantFrom(...writers), fc.double({ min: 0, max: 1, noNaN: true, maxExcluded: true }), fc.integer({ min: 1, max: 5000 }), (bytes, [, deflate], cut, off) => {
+        const stored = deflate(bytes);
+        expect(() => inflate(stored.subarray(0, Math.floor(stored.byteLength * cut)), bytes.byteLength)).toThrow(InflateError);
+        expect(() => inflate(stored, bytes.byteLength + off)).toThrow(/fewer than/);
+        expect(() => inflate(stored, Math.max(0, bytes.byteLength - off))).toThrow(/more than/);
+      }),
+      { numRuns: 200 },
+    );
+  });
 
-it("arbitrary bytes are either a deflate stream of exactly the claimed size or refused as InflateError, never another error", () => {
-  fc.assert(
-    fc.property(fc.uint8Array({ maxLength: 3000 }), fc.integer({ min: 0, max: 100_000 }), (bytes, size) => {
-      try {
-        expect(inflateSection(bytes, size).byteLength).toBe(size);
-      } catch (err) {
-        expect(err).toBeInstanceOf(InflateError);
-      }
-    }),
-    { numRuns: 500 },
-  );
-});
+  it(`${inflaterName}: arbitrary bytes are either a deflate stream of exactly the claimed size or refused as InflateError, never another error`, () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 3000 }), fc.integer({ min: 0, max: 100_000 }), (bytes, size) => {
+        try {
+          expect(inflate(bytes, size).byteLength).toBe(size);
+        } catch (err) {
+          expect(err).toBeInstanceOf(InflateError);
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+}
 
 /** Records how far into its input inflateSection reads (it slices its input once per step). */
 class WatchedInput extends Uint8Array {
@@ -99,12 +105,15 @@ it("a deflate bomb is refused within its first input step, whichever deflater ma
     for (const claim of [0, 100, 1_000_000]) {
       const input = new WatchedInput(bomb.byteLength);
       input.set(bomb);
-      expect(() => inflateSection(input, claim), `${name}, claiming ${claim}`).toThrow(/more than/);
+      expect(() => inflateStreaming(input, claim), `${name}, claiming ${claim}`).toThrow(/more than/);
       // One step read, half the bomb at most: the rest was never inflated.
       expect(input.steps, `${name}, claiming ${claim}`).toBe(1);
       expect(input.furthest, `${name}, claiming ${claim}`).toBeLessThan(bomb.byteLength / 2);
     }
+    // Node's inflater (node:zlib with maxOutputLength) refuses it as well.
+    for (const claim of [0, 100, 1_000_000]) expect(() => inflateSection(bomb, claim), `${name}, node, claiming ${claim}`).toThrow(/more than/);
     // The honest claim inflates it all: the refusal above is the claim's doing.
+    expect(inflateStreaming(bomb, zeros.byteLength).byteLength).toBe(zeros.byteLength);
     expect(inflateSection(bomb, zeros.byteLength).byteLength).toBe(zeros.byteLength);
   }
 });
