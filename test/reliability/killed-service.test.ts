@@ -20,17 +20,12 @@ import { fsStorage } from "../../lib/storage/fs.js";
 import { withPrefix } from "../../lib/storage/prefixed.js";
 import { startTestChroma } from "../fixtures/chroma.js";
 import { addRecords, createCollection, makeRecords } from "../fixtures/dataset.js";
+import { logLines, type LogLine } from "../fixtures/log-lines.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const TOKEN = "killed-service-token";
 /** Enough that the restore takes a few seconds, so the kill lands in the middle of it. */
 const RECORDS = 8_000;
-
-interface LogLine {
-  level: string;
-  message: string;
-  [field: string]: unknown;
-}
 
 interface Service {
   child: ChildProcess;
@@ -84,17 +79,7 @@ async function startNpm(env: Record<string, string>): Promise<Service> {
     pgid: child.pid!,
     url: `http://127.0.0.1:${port}`,
     out: () => out,
-    logs: () =>
-      out
-        .split("\n")
-        .filter((l) => l.startsWith("{"))
-        .flatMap((l) => {
-          try {
-            return [JSON.parse(l) as LogLine];
-          } catch {
-            return [];
-          }
-        }),
+    logs: () => logLines(out),
     exit,
     exited: () => exited,
   };

@@ -19,18 +19,13 @@ import { LOCK_FILE } from "../../lib/chroma/data-dir-lock.js";
 import { s3Storage } from "../../lib/storage/s3.js";
 import { buildDist } from "../../scripts/build.mjs";
 import { startS3rver, type TestS3rver } from "../fixtures/s3rver.js";
+import { logLines, type LogLine } from "../fixtures/log-lines.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BIN = join(ROOT, "bin", "chroma-backup.js");
 const APP = join(ROOT, "test", "fixtures", "notes-app.mjs");
 const TOKEN = "app-e2e-token";
 const BUCKET = "app-e2e";
-
-interface LogLine {
-  level: string;
-  message: string;
-  [field: string]: unknown;
-}
 
 interface Run {
   child: ChildProcess;
@@ -109,17 +104,7 @@ async function startRun(env: Record<string, string> = {}): Promise<Run> {
   const run: Run = {
     child,
     out: () => out,
-    logs: () =>
-      out
-        .split("\n")
-        .filter((l) => l.startsWith("{"))
-        .flatMap((l) => {
-          try {
-            return [JSON.parse(l) as LogLine];
-          } catch {
-            return [];
-          }
-        }),
+    logs: () => logLines(out),
     exit,
     exited: () => exited,
     dataDir,

@@ -20,6 +20,7 @@ import { withPrefix } from "../../lib/storage/prefixed.js";
 import { startTestChroma } from "../fixtures/chroma.js";
 import { addRecords, collectionId, createCollection, dumpCollection, listCollectionNames, makeRecords } from "../fixtures/dataset.js";
 import { expectSameRecords, parseDump, type DumpedRecord } from "../snapshot/compare.js";
+import { logLines, type LogLine } from "../fixtures/log-lines.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const L2 = '{"hnsw":{"space":"l2"}}';
@@ -27,12 +28,6 @@ const COLLECTIONS = [
   { name: "notes", count: 300, seed: 11 },
   { name: "tiny.set", count: 7, seed: 12 },
 ];
-
-interface LogLine {
-  level: string;
-  message: string;
-  [field: string]: unknown;
-}
 
 interface Service {
   child: ChildProcess;
@@ -80,17 +75,7 @@ async function startNpm(env: Record<string, string>, port?: number): Promise<Ser
     port: p,
     url: `http://127.0.0.1:${p}`,
     out: () => out,
-    logs: () =>
-      out
-        .split("\n")
-        .filter((l) => l.startsWith("{"))
-        .flatMap((l) => {
-          try {
-            return [JSON.parse(l) as LogLine];
-          } catch {
-            return [];
-          }
-        }),
+    logs: () => logLines(out),
     exit,
     keep: false,
   };
