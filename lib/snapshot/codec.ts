@@ -8,15 +8,16 @@ import { ResourceLimitError } from "../errors.js";
  * Inflate: fflate's streaming Inflate in a Worker (and wherever Node's zlib is absent):
  * node:zlib under workerd's nodejs_compat is not Node's zlib, and a restore of 2,000
  * records of real text failed there with "Memory limit exceeded". In Node, node:zlib
- * with `maxOutputLength` (it stops as soon as the output passes the claimed size): on the
- * benchmark's text (a 1.9 MB text section, 20 rounds) 8 ms against fflate's 30-39 ms in
- * 8 KiB steps, and verify's ratio to a raw sha256 is within 2x only with the faster one.
+ * with `maxOutputLength` (it stops as soon as the output passes the claimed size), which
+ * `npx tsx bench/codec.ts` measured at 6.9 ms on a 1.9 MB text section of the bench's
+ * text, against 41.5 ms for fflate in 8 KiB steps (24 ms in one shot); restore and verify
+ * inflate every section.
  *
  * Deflate: fflate in a Worker (and wherever Node's zlib is absent); node:zlib in Node,
- * where fflate costs speed. Same text, level 2: node:zlib 22 ms in its thread pool (off
- * the main thread, so a backup keeps parsing Chroma's pages meanwhile), fflate's
- * deflateSync 57 ms on the main thread (3% smaller); the high-byte plane 0.5 ms
- * (Huffman only) against 2.1 ms. Issue 14 measured a backup of 20,000 records at 0.97 of
+ * where fflate costs speed. Same text, level 2 (bench/codec.ts): node:zlib 28 ms in its
+ * thread pool (off the main thread, so a backup keeps parsing Chroma's pages meanwhile),
+ * fflate's deflateSync 68 ms on the main thread (3% smaller); the high-byte plane 0.5 ms
+ * (Huffman only) against 2.5 ms. Issue 14 measured a backup of 20,000 records at 0.97 of
  * a raw read with node:zlib, 1.17 with fflate. Both write standard raw deflate, and the
  * one inflater reads either.
  */
@@ -70,8 +71,9 @@ export function deflateSection(bytes: Uint8Array, options: DeflateOptions): Prom
 
 /**
  * Input fed to the inflater per step. Deflate expands at most ~1032:1, so a bomb's one
- * step writes at most ~8.5 MB (a Worker has 128 MB). Measured on 1.9 MB of text: 2 KiB
- * steps 78 ms, 8 KiB 30-39 ms, 32 KiB 24 ms (= one shot) but up to 34 MB per step.
+ * step writes at most ~8.5 MB (a Worker has 128 MB). Smaller steps cost more per byte
+ * (8 KiB: 41.5 ms against 24 ms in one shot on 1.9 MB, bench/codec.ts); bigger ones let
+ * a bomb write more before it is stopped.
  */
 const INFLATE_STEP = 8 * 1024;
 
