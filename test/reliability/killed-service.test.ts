@@ -6,7 +6,6 @@
  * snapshot's records.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +20,8 @@ import { withPrefix } from "../../lib/storage/prefixed.js";
 import { startTestChroma } from "../fixtures/chroma.js";
 import { addRecords, createCollection, makeRecords } from "../fixtures/dataset.js";
 import { logLines, type LogLine } from "../fixtures/log-lines.js";
+import { isChromaOn } from "../../lib/chroma/data-dir-lock.js";
+import { findProcesses, processInfo } from "../../lib/chroma/processes.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const TOKEN = "killed-service-token";
@@ -100,39 +101,11 @@ async function until<T>(what: string, service: Service, probe: () => T | undefin
 
 const logLine = (service: Service, message: string, timeoutMs?: number) => until(`log "${message}"`, service, () => service.logs().find((l) => l.message === message), timeoutMs);
 
-function alive(pid: number): boolean {
-  try {
-    // A zombie is dead for this purpose: it runs nothing and holds no port.
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
-  } catch {
-    return false;
-  }
-}
-
-function parentOf(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-  } catch {
-    return null;
-  }
-}
-
+/** Alive for this purpose: a zombie runs nothing and holds no port. */
+const alive = async (pid: number) => (await processInfo(pid)) !== null;
+const parentOf = async (pid: number) => (await processInfo(pid))?.ppid ?? null;
 /** Every live Chroma server process (`chroma run --path <dir>`) whose data directory is `dir`. */
-function chromaServersOn(dir: string): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const argv = readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
-      const at = argv.indexOf("--path");
-      if (argv.some((a) => a.endsWith("cli.mjs")) && at > 0 && argv[at + 1] === dir && alive(Number(entry))) out.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
-}
+const chromaServersOn = async (dir: string) => (await findProcesses((argv) => isChromaOn(argv, dir))).map((p) => p.pid);
 
 let backupDir: string;
 
@@ -182,17 +155,17 @@ describe("SIGKILL of npm start's service during its startup restore", () => {
     const lock = JSON.parse(await readFile(join(chromaDir, LOCK_FILE), "utf8")) as { pid: number; chroma: { pid: number } | null };
     const servicePid = lock.pid;
     const chromaPid = lock.chroma!.pid;
-    expect(parentOf(servicePid), "the service is npm's child").toBe(first.pgid);
-    expect(parentOf(chromaPid), "Chroma is the service's child").toBe(servicePid);
-    expect(chromaServersOn(chromaDir)).toEqual([chromaPid]);
+    expect(await parentOf(servicePid), "the service is npm's child").toBe(first.pgid);
+    expect(await parentOf(chromaPid), "Chroma is the service's child").toBe(servicePid);
+    expect(await chromaServersOn(chromaDir)).toEqual([chromaPid]);
     expect(first.logs().some((l) => l.message === "startup restore: restored the newest snapshot"), "the kill must land during the restore").toBe(false);
 
     process.kill(servicePid, "SIGKILL");
     // Polled, bounded: the lifeline ends Chroma when the service's end of its pipe closes.
     const deadline = Date.now() + 10_000;
-    while (alive(chromaPid) && Date.now() < deadline) await sleep(50);
-    expect(alive(chromaPid), `the embedded Chroma (pid ${chromaPid}, parent now ${parentOf(chromaPid)}) outlived the killed service`).toBe(false);
-    expect(chromaServersOn(chromaDir)).toEqual([]);
+    while ((await alive(chromaPid)) && Date.now() < deadline) await sleep(50);
+    expect(await alive(chromaPid), `the embedded Chroma (pid ${chromaPid}, parent now ${await parentOf(chromaPid)}) outlived the killed service`).toBe(false);
+    expect(await chromaServersOn(chromaDir)).toEqual([]);
     await Promise.race([first.exit, sleep(10_000)]);
     expect(first.exited(), "npm start outlived its service").toBe(true);
 
@@ -208,8 +181,8 @@ describe("SIGKILL of npm start's service during its startup restore", () => {
     });
 
     const secondLock = JSON.parse(await readFile(join(chromaDir, LOCK_FILE), "utf8")) as { pid: number; chroma: { pid: number } | null };
-    expect(chromaServersOn(chromaDir), "exactly one Chroma on the data directory").toEqual([secondLock.chroma!.pid]);
-    expect(parentOf(secondLock.chroma!.pid)).toBe(secondLock.pid);
+    expect(await chromaServersOn(chromaDir), "exactly one Chroma on the data directory").toEqual([secondLock.chroma!.pid]);
+    expect(await parentOf(secondLock.chroma!.pid)).toBe(secondLock.pid);
 
     const status = await fetch(`${second.url}/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
     expect(status.status).toBe(200);

@@ -7,7 +7,7 @@
  * (`run`'s exit codes are in run.test.ts.)
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
@@ -20,6 +20,7 @@ import { s3Storage } from "../../lib/storage/s3.js";
 import { buildDist } from "../../scripts/build.mjs";
 import { startS3rver, type TestS3rver } from "../fixtures/s3rver.js";
 import { logLines, type LogLine } from "../fixtures/log-lines.js";
+import { childPids } from "../fixtures/procfs.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BIN = join(ROOT, "bin", "chroma-backup.js");
@@ -178,21 +179,6 @@ async function stopRun(run: Run): Promise<{ code: number | null; signal: NodeJS.
   return exit!;
 }
 
-/** The processes whose parent is `pid` (Linux /proc). */
-function childPids(pid: number): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) out.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
-}
-
 const cmdline = (pid: number) => {
   try {
     return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
@@ -310,7 +296,7 @@ describe("run -- a long-running app, with the store on s3rver", () => {
       const chromaPid = lock.chroma!.pid;
       // The lock names the service (run itself: it serves in-process) and its Chroma, a child of it.
       expect(lock.pid).toBe(run.child.pid);
-      expect(childPids(lock.pid)).toContain(chromaPid);
+      expect(await childPids(lock.pid)).toContain(chromaPid);
       expect(cmdline(chromaPid)).toMatch(/cli\.mjs run --path/);
 
       process.kill(chromaPid, "SIGKILL");
@@ -326,7 +312,7 @@ describe("run -- a long-running app, with the store on s3rver", () => {
       await until("/ready 200", run, async () => ((await ready(run))?.status === 200 ? true : undefined));
       const after = JSON.parse(await readFile(join(run.dataDir, "chroma", LOCK_FILE), "utf8")) as { chroma: { pid: number } | null };
       expect(after.chroma!.pid).not.toBe(chromaPid);
-      expect(childPids(lock.pid)).toContain(after.chroma!.pid);
+      expect(await childPids(lock.pid)).toContain(after.chroma!.pid);
       expect(await appCall(run, "/ids")).toEqual({ status: 200, body: { ids: all } });
 
       expect(await stopRun(run)).toEqual({ code: 0, signal: null });

@@ -5,7 +5,7 @@
  * every group is killed after the test that owns it.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { connect, createServer, type Server } from "node:net";
 import { networkInterfaces, tmpdir } from "node:os";
@@ -21,6 +21,7 @@ import { startTestChroma } from "../fixtures/chroma.js";
 import { addRecords, collectionId, createCollection, dumpCollection, listCollectionNames, makeRecords } from "../fixtures/dataset.js";
 import { expectSameRecords, parseDump, type DumpedRecord } from "../snapshot/compare.js";
 import { logLines, type LogLine } from "../fixtures/log-lines.js";
+import { childPids } from "../fixtures/procfs.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const L2 = '{"hnsw":{"space":"l2"}}';
@@ -174,25 +175,9 @@ async function expectStopsOnSigterm(service: Service, chromaUrl: string, already
   return { ...exit!, ms };
 }
 
-/** The processes whose parent is `pid` (Linux /proc). */
-function childPids(pid: number): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      // pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ")".
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) out.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
-}
-
 /** The service process of `npm start` (npm's child: sh exec'd node) with its argv and resident set. */
-function serviceProcess(service: Service): { pid: number; argv: string[]; rssMb: number } {
-  const [pid, ...others] = childPids(service.pgid);
+async function serviceProcess(service: Service): Promise<{ pid: number; argv: string[]; rssMb: number }> {
+  const [pid, ...others] = await childPids(service.pgid);
   expect(pid, "npm start has no child process").toBeDefined();
   expect(others, "npm start has more than one child process").toEqual([]);
   const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
@@ -266,7 +251,7 @@ describe("npm start with a snapshot in the store (one data dir, started twice)",
 
   it("runs the service as plain node on the compiled bundle, without tsx's loader", async () => {
     expect(first, "needs the service of the previous test").toBeDefined();
-    const { argv, rssMb } = serviceProcess(first);
+    const { argv, rssMb } = await serviceProcess(first);
     // Exactly the start script's `node --enable-source-maps --max-semi-space-size=4 dist/server.mjs`:
     // no --import tsx, no .ts entry, and the young generation capped (the heap's peak follows it).
     expect(argv.slice(1)).toEqual(["--enable-source-maps", "--max-semi-space-size=4", "dist/server.mjs"]);
