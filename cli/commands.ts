@@ -3,7 +3,8 @@ import type { SnapshotSummary } from "../lib/snapshot/manifest.js";
 import { listValue, type OptionValues } from "./args.js";
 import { CliError, EXIT, UsageError, exitCodeForStatus, type ExitCode } from "./exit.js";
 import { formatBytes, formatCount, formatDuration, formatTime, keyValues, plural, table } from "./format.js";
-import { ProgressBar, Spinner, ndjsonLines, type ProgressEvent, type ProgressOutput } from "./progress.js";
+import type { ProgressEvent } from "../lib/snapshot/progress.js";
+import { ProgressBar, Spinner, ndjsonLines, type ProgressOutput } from "./progress.js";
 import type { Transport } from "./transport.js";
 
 /** One API call a command makes. */

@@ -7,7 +7,6 @@ export interface ProgressOutput {
   columns?: number;
 }
 
-export type { ProgressEvent } from "../lib/snapshot/progress.js";
 import type { ProgressEvent } from "../lib/snapshot/progress.js";
 
 const CLEAR_LINE = "\r\x1b[2K";

@@ -9,9 +9,8 @@ export const createBackup = async (c: AppContext) => {
   return runWithProgress(
     c,
     async (onProgress) => {
-      // An ifOlderThan call is an automatic backup (held while the startup restore has not succeeded).
       // The request's signal aborts when the client disconnects: the backup stops and commits nothing.
-      const outcome = await service.backup({ ...body, automatic: body.ifOlderThan !== undefined }, onProgress, c.req.raw.signal);
+      const outcome = await service.backup(body, onProgress, c.req.raw.signal);
       logOutcome(c, outcome);
       return outcome;
     },

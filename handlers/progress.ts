@@ -1,5 +1,5 @@
 import { stream } from "hono/streaming";
-import type { ProgressEvent } from "../lib/snapshot/backup.js";
+import type { ProgressEvent } from "../lib/snapshot/progress.js";
 import type { AppContext } from "./context.js";
 import { errorBody, toApiError } from "./errors.js";
 

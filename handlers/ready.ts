@@ -11,7 +11,7 @@ export async function ready(c: AppContext): Promise<Response> {
   if (readiness) answer = await readiness();
   else {
     const { state, lastError: detail } = service.startupRestore;
-    answer = state === "running" || state === "failed" ? { ready: false, reason: `startup restore ${state}${detail ? `: ${detail}` : ""}` } : { ready: true };
+    answer = service.restorePending ? { ready: false, reason: `startup restore ${state}${detail ? `: ${detail}` : ""}` } : { ready: true };
   }
   return answer.ready ? c.json({ ready: true }, 200) : c.json({ ready: false, reason: answer.reason ?? "not ready" }, 503);
 }

@@ -8,7 +8,7 @@ import { HttpError } from "./errors.js";
 export function skipStartupRestore(c: AppContext): Response {
   const { service, log } = c.get("deps");
   const was = service.startupRestore;
-  if (was.state !== "running" && was.state !== "failed") {
+  if (!service.restorePending) {
     throw new HttpError(409, "conflict", `no startup restore is pending (it is ${was.state})`);
   }
   service.markStartupRestore("overridden", `skipped by POST /restore/skip-startup while ${was.state}${was.lastError ? `: ${was.lastError}` : ""}`);

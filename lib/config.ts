@@ -30,6 +30,8 @@ export interface Config {
   backupIntervalSeconds: number | null;
   /** BACKUP_ON_STOP_TIMEOUT: budget of the on-stop backup, seconds; 0: no on-stop backup. */
   backupOnStopTimeoutSeconds: number;
+  /** DRILL_INTERVAL: scheduled restore drills of the newest snapshot, seconds; null: off (the default). */
+  drillIntervalSeconds: number | null;
   retention: RetentionConfig;
   /** LOCK_TTL: a backup or prune lease not renewed for this long is taken over (its holder died). */
   lockTtlMs?: number;
@@ -83,6 +85,11 @@ function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], 
 }
 
 /** A duration variable that `off` (or 0) turns off: null then. */
+/** DRILL_INTERVAL in seconds ("6h", "1d", seconds); null when unset or "off" (the default). */
+export function drillIntervalSeconds(env: Env): number | null {
+  return optionalDuration(env, "DRILL_INTERVAL", "off");
+}
+
 function optionalDuration(env: Env, name: string, fallback: string): number | null {
   const raw = env[name] || fallback;
   if (/^\s*off\s*$/i.test(raw)) return null;
@@ -123,6 +130,7 @@ export function loadConfig(env: Env, join: (...parts: string[]) => string = (...
     backupMinIntervalSeconds: parseDuration(env.BACKUP_MIN_INTERVAL || "1h", "BACKUP_MIN_INTERVAL"),
     backupIntervalSeconds: optionalDuration(env, "BACKUP_INTERVAL", "1h"),
     backupOnStopTimeoutSeconds: optionalDuration(env, "BACKUP_ON_STOP_TIMEOUT", "30s") ?? 0,
+    drillIntervalSeconds: drillIntervalSeconds(env),
     signingKeys: splitSigningKeys(env.SNAPSHOT_SIGNING_KEY ?? ""),
     lockTtlMs: Math.round(parseDuration(env.LOCK_TTL || "60s", "LOCK_TTL") * 1000),
     retention: {

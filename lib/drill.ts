@@ -5,7 +5,6 @@
  * kept with the snapshot (`drills/<id>.json`).
  */
 import type { ChromaRest } from "./chroma/rest.js";
-import { parseDuration } from "./duration.js";
 import type { Logger } from "./log.js";
 import { asideName, buildingAside } from "./snapshot/aside.js";
 import type { Manifest } from "./snapshot/manifest.js";
@@ -207,14 +206,6 @@ async function cleanUp(chroma: ChromaRest, scratch: string[], checks: DrillCheck
     }
   }
   checks.push({ name: "cleanup", collection: null, ok: left.length === 0, message: left.length === 0 ? "scratch collections removed" : `scratch collections not removed (the aside sweep will): ${left.join("; ")}` });
-}
-
-/** DRILL_INTERVAL in seconds ("6h", "1d", seconds); null when unset or "off" (the default). */
-export function drillIntervalSeconds(env: Record<string, string | undefined>): number | null {
-  const raw = env.DRILL_INTERVAL?.trim();
-  if (!raw || raw === "off") return null;
-  const seconds = parseDuration(raw, "DRILL_INTERVAL");
-  return seconds > 0 ? seconds : null;
 }
 
 /**

@@ -1,3 +1,4 @@
+import { newestFirst } from "./snapshot/catalog.js";
 import { describeDrop } from "./snapshot/drop.js";
 import type { Manifest } from "./snapshot/manifest.js";
 
@@ -50,8 +51,7 @@ function isoWeek(d: Date): string {
  * periods (UTC) that have one. `pre-restore` snapshots follow only `keepSafety`.
  */
 export function applyRetention(snapshots: Manifest[], rules: RetentionRules, now: Date = new Date()): RetentionDecision {
-  // Newest first; ids sort by time too, and break ties.
-  const newest = [...snapshots].sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+  const newest = [...snapshots].sort(newestFirst);
   const reasons = new Map<string, string[]>();
   const keep = (m: Manifest, why: string) => reasons.set(m.id, [...(reasons.get(m.id) ?? []), why]);
 

@@ -6,12 +6,12 @@ import type { Logger } from "./log.js";
 import { readJsonRecord, writeJsonRecord } from "./stored-json.js";
 import type { Storage } from "./storage/types.js";
 
-export const RESTORE_STATS_KEY = "stats/restores.json";
+const RESTORE_STATS_KEY = "stats/restores.json";
 /** Restores the rates are averaged over (the newest). */
 const KEEP = 20;
 /** Assumed when nothing was measured yet: deliberately slow, so the estimate errs long. */
-export const DEFAULT_RECORDS_PER_SECOND = 200;
-export const DEFAULT_BYTES_PER_SECOND = 1_000_000;
+const DEFAULT_RECORDS_PER_SECOND = 200;
+const DEFAULT_BYTES_PER_SECOND = 1_000_000;
 
 export interface RestoreMeasurement {
   at: string;

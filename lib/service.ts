@@ -5,12 +5,14 @@ import { StoreLock, type LeaseInfo } from "./lock.js";
 import { errorFields, jsonLogger, type Logger } from "./log.js";
 import { prune, type PruneResult } from "./prune.js";
 import { SAFETY_TAG, type RetentionRules } from "./retention.js";
-import { isUnchanged, takeSnapshot, type ProgressEvent } from "./snapshot/backup.js";
+import { isUnchanged, takeSnapshot } from "./snapshot/backup.js";
+import type { ProgressEvent } from "./snapshot/progress.js";
 import { DROP_WARNING_PREFIX } from "./snapshot/drop.js";
 import { readCatalog, readManifest } from "./snapshot/catalog.js";
 import { ManifestKeys } from "./snapshot/signing.js";
 import { manifestKey, summarize, type Manifest, type SnapshotSummary } from "./snapshot/manifest.js";
-import { isAsideCollection, planRestore, restoreSnapshot } from "./snapshot/restore.js";
+import { isAsideCollection } from "./snapshot/aside.js";
+import { planRestore, restoreSnapshot } from "./snapshot/restore.js";
 import { verifySnapshot, type VerifyReport } from "./snapshot/verify.js";
 import { readDrill, readDrills, runDrill, type DrillResult } from "./drill.js";
 import { estimateRestore, readRestoreStats, recordRestore, type RtoEstimate } from "./rto.js";
@@ -73,7 +75,7 @@ export interface BackupRequest {
   /** Seconds: skip when the newest snapshot is younger than this. */
   ifOlderThan?: number;
   tag?: string;
-  /** The interval, on-stop and `ifOlderThan` calls: refused (RestorePendingError) until the startup restore succeeded. */
+  /** The interval and on-stop calls: refused (RestorePendingError) until the startup restore succeeded; so is any `ifOlderThan` call. */
   automatic?: boolean;
   /** Commit a snapshot even when nothing changed since the newest one. */
   force?: boolean;
@@ -152,6 +154,11 @@ export class BackupService {
    * retried), "done" (restored, or nothing to restore), "overridden" (an operator opened
    * the service without the data). While "running" or "failed", automatic backups are refused.
    */
+  /** While the startup restore runs or is being retried: automatic backups are held, /ready is 503. */
+  get restorePending(): boolean {
+    return this.restoreState.state === "running" || this.restoreState.state === "failed";
+  }
+
   get startupRestore(): { state: StartupRestoreState; since: string; lastError?: string; attempts: number } {
     return { ...this.restoreState };
   }
@@ -209,7 +216,7 @@ export class BackupService {
 
   async backup(request: BackupRequest = {}, onProgress?: (e: ProgressEvent) => void, signal?: AbortSignal): Promise<BackupOutcome> {
     signal?.throwIfAborted();
-    if (request.automatic) this.refuseWhileRestorePending(request);
+    if (request.automatic || request.ifOlderThan !== undefined) this.refuseWhileRestorePending(request);
     return this.exclusive("backup", () => this.backupExclusive(request, onProgress, signal));
   }
 
@@ -273,7 +280,7 @@ export class BackupService {
 
   private refuseWhileRestorePending(request: BackupRequest): void {
     const { state, since, lastError, attempts } = this.restoreState;
-    if (state !== "running" && state !== "failed") return;
+    if (!this.restorePending) return;
     const why = state === "running" ? `is still running (attempt ${attempts}, since ${since})` : `failed (attempt ${attempts}, at ${since}: ${lastError ?? "unknown error"}) and is being retried`;
     const message =
       `automatic backup refused: the startup restore has not succeeded yet; it ${why}. ` +
@@ -415,7 +422,8 @@ export class BackupService {
   }
 
   async prune(request: PruneRequest = {}, signal?: AbortSignal): Promise<PruneResult> {
-    cancelledBy(signal, "prune")?.throwIfAborted();
+    // Checked before it starts only: a prune is short, and deletes nothing a snapshot still needs.
+    if (signal?.aborted) throw new OperationCancelledError("the client disconnected: the prune was cancelled and changed nothing");
     // Each rule the request leaves out falls back to its configured value (keepLast: RETENTION_KEEP_LAST).
     const rules: RetentionRules = {
       keepLast: request.keepLast ?? this.retention.keepLast,

@@ -1,17 +1,14 @@
 /** Small JSON records the service keeps in the store next to the snapshots, each with a SHA-256 of its body. */
 import type { Logger } from "./log.js";
 import { isNotFound } from "./storage/errors.js";
-import { readAll } from "./storage/streams.js";
+import { readAll, sha256Hex } from "./storage/streams.js";
 import type { Storage } from "./storage/types.js";
 
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
+const textSha256 = (text: string) => sha256Hex(new TextEncoder().encode(text));
 
 export async function writeJsonRecord(storage: Storage, key: string, value: object): Promise<void> {
   const body = JSON.stringify(value);
-  await storage.put(key, new TextEncoder().encode(JSON.stringify({ sha256: await sha256Hex(body), body })));
+  await storage.put(key, new TextEncoder().encode(JSON.stringify({ sha256: await textSha256(body), body })));
 }
 
 /** The record at `key`; null when absent, or damaged (then logged at warn: it is never trusted). */
@@ -25,7 +22,7 @@ export async function readJsonRecord<T>(storage: Storage, key: string, log?: Log
   }
   try {
     const wrapper = JSON.parse(text) as { sha256?: unknown; body?: unknown };
-    if (typeof wrapper.body !== "string" || wrapper.sha256 !== (await sha256Hex(wrapper.body))) throw new Error("checksum mismatch");
+    if (typeof wrapper.body !== "string" || wrapper.sha256 !== (await textSha256(wrapper.body))) throw new Error("checksum mismatch");
     return JSON.parse(wrapper.body) as T;
   } catch (err) {
     log?.("warn", `ignored a damaged record in the store: ${key}`, { key, error: (err as Error).message });

@@ -5,7 +5,7 @@ import { serve, type ServerType } from "@hono/node-server";
 import { startEmbeddedChroma, type EmbeddedChroma } from "../lib/chroma/embedded.js";
 import { ChromaGate } from "../lib/chroma/gate.js";
 import { AutoBackup } from "../lib/auto-backup.js";
-import { DrillSchedule, drillIntervalSeconds } from "../lib/drill.js";
+import { DrillSchedule } from "../lib/drill.js";
 import { ASIDE_STALE_MS, sweepAsideCollections } from "../lib/snapshot/aside.js";
 import { loadConfig, type Config, type Env } from "../lib/config.js";
 import { errorFields, jsonLogger, type Logger } from "../lib/log.js";
@@ -163,17 +163,7 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
     drills?.start();
   });
   // DRILL_INTERVAL: a restore drill of the newest snapshot into scratch collections.
-  const drillEvery = drillIntervalSeconds(env);
-  const drills = drillEvery
-    ? new DrillSchedule(
-        async () => {
-          const result = await service.drill("latest");
-          log(result.ok ? "info" : "error", result.ok ? "scheduled restore drill passed" : "SCHEDULED RESTORE DRILL FAILED", { snapshot: result.snapshot, records: result.records, durationMs: result.durationMs, checks: result.checks.filter((c) => !c.ok) });
-        },
-        drillEvery * 1000,
-        log,
-      )
-    : null;
+  const drills = config.drillIntervalSeconds ? new DrillSchedule(() => service.drill("latest"), config.drillIntervalSeconds * 1000, log) : null; // the drill logs its own result
   const stopHooks: (() => Promise<void>)[] = [
     async () => {
       drills?.stop();

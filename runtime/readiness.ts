@@ -7,7 +7,7 @@ export interface Readiness {
 }
 
 /** How long `/ready` waits for Chroma's heartbeat. */
-export const READY_PROBE_TIMEOUT_MS = 2000;
+const READY_PROBE_TIMEOUT_MS = 2000;
 
 /**
  * What `GET /ready` answers: not ready while the startup restore has not finished (running,

@@ -16,7 +16,6 @@ import { unchangedFrom } from "./unchanged.js";
 import { SAFETY_TAG } from "../retention.js";
 
 import type { ProgressEvent } from "./progress.js";
-export type { ProgressEvent } from "./progress.js";
 
 export interface SnapshotOptions {
   /** Names of the collections to include; all when omitted. */
@@ -439,8 +438,6 @@ class Chunker {
  */
 class Uploader {
   newBytes = 0;
-  /** Objects found under a chunk's key with the wrong size (a short write, a damaged file), put again. */
-  replaced: string[] = [];
   private inflight = new Set<Promise<void>>();
   private failure: { error: unknown } | null = null;
 
@@ -516,9 +513,7 @@ class Uploader {
       if (isNotFound(err)) return false;
       throw err;
     }
-    if (stat.size === size) return true;
-    this.replaced.push(key);
-    return false;
+    return stat.size === size;
   }
 }
 
@@ -527,7 +522,7 @@ class Uploader {
  * abandoned backup does not wait for a hung upload to time out (the upload goes on in
  * the background, and nothing it writes is ever referenced).
  */
-export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (!signal) return promise;
   if (signal.aborted) return Promise.reject(signal.reason as Error);
   return new Promise<T>((resolve, reject) => {

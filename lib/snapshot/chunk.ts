@@ -251,7 +251,7 @@ export function decodeChunk(bytes: Uint8Array, expect: ChunkExpectation): Record
 
 /**
  * What a verify checks, without building the records: every header length, both
- * sections inflate (fflate, codec.ts) to exactly their sizes, and the text is UTF-8
+ * sections inflate (codec.ts) to exactly their sizes, and the text is UTF-8
  * framed as `n + 3` lines with well-formed id and uri columns. The embeddings need no
  * more than their length (any bytes are floats). The documents and metadata lines are
  * left to decodeChunk: with the chunk's sha256 already checked, they are the bytes the

@@ -85,9 +85,10 @@ export class InflateError extends Error {
 /**
  * Inflates raw deflate to exactly `size` bytes, or throws InflateError (the data is
  * wrong: not deflate, truncated, longer or shorter than `size`) or ResourceLimitError
- * (memory ran out: not the data's fault). Input goes in 8 KiB steps and output is
- * counted as it comes, so a stream crafted to expand to gigabytes stops the step its
- * output passes `size`; nothing is allocated up front beyond `size` itself.
+ * (memory ran out: not the data's fault). Either inflater stops as soon as the output
+ * passes `size` (node:zlib by `maxOutputLength`, fflate at the end of the 8 KiB input step
+ * that passed it), so a stream crafted to expand to gigabytes costs at most `size` plus
+ * one step.
  */
 export function inflateSection(stored: Uint8Array, size: number): Uint8Array {
   return zlib ? inflateWithZlib(zlib, stored, size) : inflateStreaming(stored, size);

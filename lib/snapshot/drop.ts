@@ -1,7 +1,7 @@
 import type { Manifest } from "./manifest.js";
 
 /** A snapshot smaller than this is too small for a drop from it to mean anything. */
-export const DROP_MIN_RECORDS = 10;
+const DROP_MIN_RECORDS = 10;
 
 /** Starts every drop warning, so it can be told from the other warnings of a manifest. */
 export const DROP_WARNING_PREFIX = "data drop:";

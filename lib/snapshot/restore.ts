@@ -9,7 +9,6 @@ import type { CollectionEntry, Manifest } from "./manifest.js";
 import { readChunk } from "./read-chunk.js";
 import { filterBatch, sliceBatch, type RecordBatch } from "./records.js";
 
-export { isAsideCollection } from "./aside.js";
 
 export interface RestoreOptions {
   /** Collections of the snapshot to restore; all when omitted. */

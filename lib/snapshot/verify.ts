@@ -12,7 +12,7 @@ export interface VerifyReport {
   errors: { chunk: string; collection: string; message: string }[];
 }
 
-/** Chunks read and checked at once: reads overlap, and inflation runs in zlib's thread pool. */
+/** Chunks read and checked at once: their reads overlap (inflation runs on the main thread, codec.ts). */
 const VERIFY_CONCURRENCY = 4;
 
 /**

@@ -55,10 +55,6 @@ export function notFound(driver: string, operation: StorageOperation, key: strin
   });
 }
 
-export function isStorageFull(err: unknown): err is StorageError {
-  return err instanceof StorageError && err.kind === "full";
-}
-
 /** HTTP statuses worth another try: throttling and server-side failures. */
 export function isTransientStatus(status: number): boolean {
   return status === 408 || status === 429 || status >= 500;

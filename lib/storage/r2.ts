@@ -1,7 +1,7 @@
 import { notFound, StorageError, type StorageErrorKind, type StorageOperation } from "./errors.js";
 import { assertValidKey, assertValidPrefix } from "./keys.js";
 import { isTransient } from "./retry.js";
-import { fixedSizePieces, readAll, TooLargeError } from "./streams.js";
+import { fixedSizePieces, readAll, sha256Hex, TooLargeError } from "./streams.js";
 import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
 
 /*
@@ -257,9 +257,3 @@ export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}):
 }
 
 /** Hex sha256 (WebCrypto: Workers and Node). */
-async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
-  let hex = "";
-  for (const byte of digest) hex += byte.toString(16).padStart(2, "0");
-  return hex;
-}

@@ -110,7 +110,7 @@ export function replitStorage(options: ReplitStorageOptions = {}): Storage {
   }
 
   /** Runs one call, mapping every failure to a StorageError. */
-  async function retried<T>(operation: StorageOperation, key: string, fn: (c: Connection) => Promise<T>): Promise<T> {
+  async function oneCall<T>(operation: StorageOperation, key: string, fn: (c: Connection) => Promise<T>): Promise<T> {
     const connection = await connect(operation, key);
     try {
       return await fn(connection);
@@ -144,7 +144,7 @@ export function replitStorage(options: ReplitStorageOptions = {}): Storage {
     let uri: string;
     let file: File;
     try {
-      [uri, file] = await retried(operation, key, async ({ bucket }) => {
+      [uri, file] = await oneCall(operation, key, async ({ bucket }) => {
         const target = bucket.file(key);
         const [sessionUri] = await target.createResumableUpload(ifAbsent ? { preconditionOpts: { ifGenerationMatch: 0 } } : {});
         return [sessionUri, target] as const;
@@ -243,14 +243,14 @@ export function replitStorage(options: ReplitStorageOptions = {}): Storage {
         await streamUpload("put", key, body, false);
         return;
       }
-      await retried("put", key, ({ bucket }) => saveBytes(bucket.file(key), body, false));
+      await oneCall("put", key, ({ bucket }) => saveBytes(bucket.file(key), body, false));
     },
 
     /** One conditional request (`ifGenerationMatch=0`); 412: the key was taken. */
     async putIfAbsent(key, body) {
       assertValidKey(driver, "putIfAbsent", key);
       if (!(body instanceof Uint8Array)) return streamUpload("putIfAbsent", key, body, true);
-      return retried("putIfAbsent", key, async ({ bucket }) => {
+      return oneCall("putIfAbsent", key, async ({ bucket }) => {
         try {
           await saveBytes(bucket.file(key), body, true);
           return true;
@@ -270,7 +270,7 @@ export function replitStorage(options: ReplitStorageOptions = {}): Storage {
      */
     async get(key) {
       assertValidKey(driver, "get", key);
-      return retried("get", key, async ({ bucket }) => {
+      return oneCall("get", key, async ({ bucket }) => {
         const nodeStream = bucket.file(key).createReadStream();
         const reader = (Readable.toWeb(nodeStream) as unknown as ReadableStream<Uint8Array>).getReader();
         let first: ReadableStreamReadResult<Uint8Array>;
@@ -301,7 +301,7 @@ export function replitStorage(options: ReplitStorageOptions = {}): Storage {
 
     async head(key): Promise<ObjectStat> {
       assertValidKey(driver, "head", key);
-      return retried("head", key, async ({ bucket }) => {
+      return oneCall("head", key, async ({ bucket }) => {
         const [metadata] = await bucket.file(key).getMetadata();
         return { size: Number(metadata.size), lastModified: metadata.updated ? new Date(metadata.updated) : undefined };
       });
@@ -312,7 +312,7 @@ export function replitStorage(options: ReplitStorageOptions = {}): Storage {
       assertValidPrefix(driver, prefix);
       let pageToken: string | undefined;
       do {
-        const [files, next] = await retried("list", prefix, ({ bucket }) =>
+        const [files, next] = await oneCall("list", prefix, ({ bucket }) =>
           bucket.getFiles({ prefix, maxResults: PAGE_SIZE, pageToken, autoPaginate: false, versions: false }),
         );
         for (const file of files) {
@@ -329,7 +329,7 @@ export function replitStorage(options: ReplitStorageOptions = {}): Storage {
 
     async delete(key) {
       assertValidKey(driver, "delete", key);
-      await retried("delete", key, async ({ client }) => {
+      await oneCall("delete", key, async ({ client }) => {
         const result = await client.delete(key);
         if (!result.ok && result.error.statusCode !== 404) throw result.error;
       });

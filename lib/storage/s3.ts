@@ -2,7 +2,7 @@ import { AwsClient } from "aws4fetch";
 import { isTransientStatus, notFound, StorageError, type StorageOperation } from "./errors.js";
 import { assertValidKey, assertValidPrefix } from "./keys.js";
 import { timeoutError } from "./retry.js";
-import { fixedSizePieces } from "./streams.js";
+import { fixedSizePieces, sha256Hex } from "./streams.js";
 import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
 
 const MiB = 1024 * 1024;
@@ -494,12 +494,6 @@ function encodeSegment(value: string): string {
   return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
-async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
-  let hex = "";
-  for (const byte of digest) hex += byte.toString(16).padStart(2, "0");
-  return hex;
-}
 
 // A minimal XML reader for the few S3 responses we parse (ListObjectsV2, the multipart
 // answers, <Error>). No XML library: this must run in Workers (no node: modules, small bundle),

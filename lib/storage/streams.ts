@@ -85,3 +85,11 @@ export async function* fixedSizePieces(stream: ReadableStream<Uint8Array>, size:
     reader.releaseLock();
   }
 }
+
+/** Hex sha256 through WebCrypto, which every runtime has (the drivers' body checksums). */
+export async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+  let hex = "";
+  for (const byte of digest) hex += byte.toString(16).padStart(2, "0");
+  return hex;
+}

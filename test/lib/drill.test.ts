@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { drillCollectionName, drillIntervalSeconds, DrillSchedule } from "../../lib/drill.js";
+import { drillIntervalSeconds } from "../../lib/config.js";
+import { drillCollectionName, DrillSchedule } from "../../lib/drill.js";
 import type { LogFields, LogLevel } from "../../lib/log.js";
 import { isAsideCollection } from "../../lib/snapshot/aside.js";
 

@@ -30,7 +30,7 @@ import { freePort } from "../../lib/chroma/embedded.js";
 import { ChromaRest } from "../../lib/chroma/rest.js";
 import { readCatalog } from "../../lib/snapshot/catalog.js";
 import { chunkKey, sha256Hex } from "../../lib/snapshot/chunk.js";
-import { isAsideCollection } from "../../lib/snapshot/restore.js";
+import { isAsideCollection } from "../../lib/snapshot/aside.js";
 import { verifySnapshot } from "../../lib/snapshot/verify.js";
 import { fsStorage } from "../../lib/storage/fs.js";
 import { withPrefix } from "../../lib/storage/prefixed.js";

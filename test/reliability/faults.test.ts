@@ -23,7 +23,7 @@ import { ConflictError, SnapshotCorruptError } from "../../lib/errors.js";
 import { StoreLock } from "../../lib/lock.js";
 import { silentLogger } from "../../lib/log.js";
 import { BackupService } from "../../lib/service.js";
-import { isAsideCollection } from "../../lib/snapshot/restore.js";
+import { isAsideCollection } from "../../lib/snapshot/aside.js";
 import { readCatalog, readManifest } from "../../lib/snapshot/catalog.js";
 import { chunkKey, sha256Hex } from "../../lib/snapshot/chunk.js";
 import { fetchVerifiedChunk } from "../../lib/snapshot/read-chunk.js";
