@@ -32,6 +32,15 @@ export interface Config {
   backupOnStopTimeoutSeconds: number;
   /** DRILL_INTERVAL: scheduled restore drills of the newest snapshot, seconds; null: off (the default). */
   drillIntervalSeconds: number | null;
+  /** Restore images (API.md "Restore images"); only used with the embedded Chroma. */
+  images: {
+    /** IMAGES: make and use restore images (default on; the embedded Chroma only). */
+    enabled: boolean;
+    /** IMAGE_KEEP: newest images kept by prune (default 1). */
+    keep: number;
+    /** IMAGE_INTERVAL: make a new image after a backup when the newest is older, seconds (default 24h). */
+    intervalSeconds: number;
+  };
   retention: RetentionConfig;
   /** LOCK_TTL: a backup or prune lease not renewed for this long is taken over (its holder died). */
   lockTtlMs?: number;
@@ -131,6 +140,11 @@ export function loadConfig(env: Env, join: (...parts: string[]) => string = (...
     backupIntervalSeconds: optionalDuration(env, "BACKUP_INTERVAL", "1h"),
     backupOnStopTimeoutSeconds: optionalDuration(env, "BACKUP_ON_STOP_TIMEOUT", "30s") ?? 0,
     drillIntervalSeconds: drillIntervalSeconds(env),
+    images: {
+      enabled: oneOf(env, "IMAGES", ["on", "off"], "on") === "on",
+      keep: intVar(env, "IMAGE_KEEP", 1),
+      intervalSeconds: parseDuration(env.IMAGE_INTERVAL || "24h", "IMAGE_INTERVAL"),
+    },
     signingKeys: splitSigningKeys(env.SNAPSHOT_SIGNING_KEY ?? ""),
     lockTtlMs: Math.round(parseDuration(env.LOCK_TTL || "60s", "LOCK_TTL") * 1000),
     retention: {

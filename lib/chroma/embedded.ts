@@ -22,6 +22,8 @@ export interface EmbeddedChroma {
   url: string;
   port: number;
   dataDir: string;
+  /** Version of the Chroma server that runs (from the bindings package that started it, not the version route). */
+  readonly version: string;
   /** true while the server answers (between a successful heartbeat and an exit). */
   readonly up: boolean;
   /** The running Chroma server's pid, null while none runs. */
@@ -66,6 +68,18 @@ function chromaCliPath(): string {
   return join(dirname(entry), "..", "cli.mjs");
 }
 
+/** The version of the Chroma bindings package `chroma run` loads on this platform ("unknown" when unreadable). */
+export function chromaBindingsVersion(): string {
+  const fromChromadb = createRequire(createRequire(import.meta.url).resolve("chromadb"));
+  const libc = process.platform === "linux" ? "-gnu" : "";
+  try {
+    const pkg = fromChromadb(`chromadb-js-bindings-${process.platform}-${process.arch}${libc}/package.json`) as { version?: unknown };
+    return typeof pkg.version === "string" ? pkg.version : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
 const OUTPUT_LINES_KEPT = 30;
 const STOP_GRACE_MS = 5000;
 /** Colour codes of Chroma's banner, kept out of the logs. */
@@ -73,6 +87,7 @@ const ANSI_ESCAPE = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, "g");
 
 class SupervisedChroma implements EmbeddedChroma {
   readonly url: string;
+  readonly version = chromaBindingsVersion();
   private child: ChildProcess | null = null;
   private isUp = false;
   private stopping: Promise<void> | null = null;
