@@ -159,6 +159,10 @@ export function s3Storage(options: S3Options): Storage {
    * Sends `call` once and hands the response to `handle`, under a timeout: `timeoutMs`
    * (plus time for the bytes of an upload) until `handle` is done, or with `streamed`,
    * until the response body (which `handle` returns) goes that long without a byte.
+   * The retry layer times the same call with the same budget, but it can only stop
+   * waiting: this timer is what aborts the request itself. Without it, a hung attempt
+   * holds its socket (undici: up to 300 s) and its write can still land after the caller
+   * gave up (test/reliability/hung-store.test.ts then fails: a lease written late).
    */
   async function request<T>(call: Call, handle: (response: Response) => Promise<T>): Promise<T>;
   async function request(call: Call, handle: (response: Response) => Promise<ReadableStream<Uint8Array>>, streamed: true): Promise<ReadableStream<Uint8Array>>;
