@@ -162,7 +162,8 @@ export function s3Storage(options: S3Options): Storage {
    * The retry layer times the same call with the same budget, but it can only stop
    * waiting: this timer is what aborts the request itself. Without it, a hung attempt
    * holds its socket (undici: up to 300 s) and its write can still land after the caller
-   * gave up (test/reliability/hung-store.test.ts then fails: a lease written late).
+   * gave up (without it, test/reliability/hung-store.test.ts fails: after the thaw the
+   * next backup finds the lock still held).
    */
   async function request<T>(call: Call, handle: (response: Response) => Promise<T>): Promise<T>;
   async function request(call: Call, handle: (response: Response) => Promise<ReadableStream<Uint8Array>>, streamed: true): Promise<ReadableStream<Uint8Array>>;
