@@ -1,5 +1,6 @@
 import { Buffer } from "node:buffer";
-import { ResponseBuffers, type ChromaRest, type CollectionInfo } from "../chroma/rest.js";
+import type { ChromaRest, CollectionInfo } from "../chroma/rest.js";
+import { ResponseBuffers } from "../chroma/response-buffers.js";
 import { JsonColumn } from "../json/json-column.js";
 import { InvalidRequestError } from "../errors.js";
 import { isNotFound, StorageError } from "../storage/errors.js";

@@ -4,7 +4,7 @@ import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { notFound, StorageError, type StorageOperation } from "./errors.js";
 import { assertValidKey, assertValidPrefix } from "./keys.js";
-import type { Body, ObjectInfo, Storage } from "./types.js";
+import type { ObjectInfo, Storage } from "./types.js";
 
 /** Where writes in progress live; on the same filesystem as the root, so rename is atomic. */
 const PARTIAL_DIR = ".partial";
@@ -50,14 +50,14 @@ export function fsStorage(root: string): Storage {
   }
 
   /** The error for a write the disk had no room for, with what was written and what is free. */
-  async function diskFull(operation: StorageOperation, key: string, err: unknown, written: number, needed: number | undefined): Promise<StorageError> {
+  async function diskFull(operation: StorageOperation, key: string, err: unknown, written: number, needed: number): Promise<StorageError> {
     const free = await statfs(root).then(
       (s) => `${s.bavail * s.bsize} bytes free`,
       () => "free space unknown",
     );
     const code = (err as NodeJS.ErrnoException).code;
     return new StorageError(
-      `fs: ${operation} "${key}" failed: no space left on the volume of ${root} (${code}): wrote ${written} of ${needed === undefined ? "a stream of" : `${needed}`} bytes, ${free}; nothing was kept under the key`,
+      `fs: ${operation} "${key}" failed: no space left on the volume of ${root} (${code}): wrote ${written} of ${needed} bytes, ${free}; nothing was kept under the key`,
       { driver, operation, key, kind: "full", cause: err },
     );
   }
@@ -78,34 +78,20 @@ export function fsStorage(root: string): Storage {
   }
 
   /**
-   * Streams the body into a fsynced temp file and returns its path; removes it on failure.
+   * Writes the bytes into a fsynced temp file and returns its path; removes it on failure.
    * Every write is checked for its count: a write into a full tmpfs can resolve short
    * without an error, so the rest is written again, and a write that makes no progress is
    * a full disk. The file's size is checked against the bytes written before it is used.
    */
-  async function writeTemp(operation: StorageOperation, key: string, body: Body): Promise<string> {
+  async function writeTemp(operation: StorageOperation, key: string, bytes: Uint8Array): Promise<string> {
     const dir = join(root, PARTIAL_DIR);
     await mkdir(dir, { recursive: true });
     await (staleSwept ??= sweepStaleTemps(dir));
     const tmp = join(dir, `${Date.now()}-${randomBytes(6).toString("hex")}`);
     const handle = await open(tmp, "wx", 0o644);
-    const needed = body instanceof Uint8Array ? body.byteLength : undefined;
     const progress = { written: 0 };
     try {
-      if (body instanceof Uint8Array) {
-        await writeFully(handle, body, progress);
-      } else {
-        const reader = body.getReader();
-        try {
-          while (true) {
-            const { done, value } = await reader.read();
-            if (done) break;
-            await writeFully(handle, value, progress);
-          }
-        } finally {
-          reader.releaseLock();
-        }
-      }
+      await writeFully(handle, bytes, progress);
       await handle.sync();
       const { size } = await handle.stat();
       if (size !== progress.written) throw new Error(`the temp file holds ${size} bytes, ${progress.written} were written`);
@@ -114,7 +100,7 @@ export function fsStorage(root: string): Storage {
       await handle.close().catch(() => {});
       await rm(tmp, { force: true });
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === "ENOSPC" || code === "EDQUOT") throw await diskFull(operation, key, err, progress.written, needed);
+      if (code === "ENOSPC" || code === "EDQUOT") throw await diskFull(operation, key, err, progress.written, bytes.byteLength);
       throw err;
     }
     return tmp;
@@ -157,10 +143,10 @@ export function fsStorage(root: string): Storage {
     driver,
     capabilities: { atomicPutIfAbsent: true },
 
-    async put(key, body) {
+    async put(key, bytes) {
       const path = pathOf("put", key);
       try {
-        const tmp = await writeTemp("put", key, body);
+        const tmp = await writeTemp("put", key, bytes);
         try {
           await mkdir(dirname(path), { recursive: true });
           await rename(tmp, path);
@@ -174,17 +160,16 @@ export function fsStorage(root: string): Storage {
       }
     },
 
-    async putIfAbsent(key, body) {
+    async putIfAbsent(key, bytes) {
       const path = pathOf("putIfAbsent", key);
       try {
         await stat(path);
-        if (!(body instanceof Uint8Array)) await body.cancel();
         return false;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "ENOENT") fail("putIfAbsent", key, err);
       }
       try {
-        const tmp = await writeTemp("putIfAbsent", key, body);
+        const tmp = await writeTemp("putIfAbsent", key, bytes);
         try {
           await mkdir(dirname(path), { recursive: true });
           // link(2) fails with EEXIST when the name is taken: the atomic "if absent",

@@ -1,7 +1,7 @@
 import { notFound, StorageError, type StorageOperation } from "./errors.js";
 import { assertValidKey, assertValidPrefix } from "./keys.js";
-import { bodyToStream, readAll, TooLargeError } from "./streams.js";
-import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
+import { bytesToStream } from "./streams.js";
+import type { ObjectInfo, ObjectStat, Storage } from "./types.js";
 
 interface StoredObject {
   bytes: Uint8Array;
@@ -19,30 +19,19 @@ export function memoryStorage(options: MemoryStorageOptions = {}): Storage {
   const objects = new Map<string, StoredObject>();
   const maxBytes = options.maxBytes ?? Infinity;
 
-  /** The body's bytes, if they fit in the quota beside everything but `key`'s current object. */
-  async function accept(operation: StorageOperation, key: string, body: Body): Promise<Uint8Array> {
+  /** A copy of `bytes`, if they fit in the quota beside everything but `key`'s current object. */
+  function accept(operation: StorageOperation, key: string, bytes: Uint8Array): Uint8Array {
     let held = 0;
     for (const [k, object] of objects) if (k !== key) held += object.bytes.byteLength;
-    const room = Math.max(0, maxBytes - held);
-    const full = (needed: string) =>
-      new StorageError(`memory: ${operation} "${key}" failed: the quota of ${maxBytes} bytes is full: ${held} bytes held, ${needed} needed`, { driver, operation, key, kind: "full" });
-    if (body instanceof Uint8Array) {
-      if (body.byteLength > room) throw full(String(body.byteLength));
-      return body.slice();
+    if (bytes.byteLength > maxBytes - held) {
+      throw new StorageError(`memory: ${operation} "${key}" failed: the quota of ${maxBytes} bytes is full: ${held} bytes held, ${bytes.byteLength} needed`, { driver, operation, key, kind: "full" });
     }
-    try {
-      return await readAll(body, room);
-    } catch (err) {
-      if (!(err instanceof TooLargeError)) throw err;
-      await body.cancel().catch(() => {});
-      throw full(`more than ${room}`);
-    }
+    return bytes.slice();
   }
 
-  async function put(key: string, body: Body): Promise<void> {
+  async function put(key: string, bytes: Uint8Array): Promise<void> {
     assertValidKey(driver, "put", key);
-    const bytes = await accept("put", key, body);
-    objects.set(key, { bytes, lastModified: new Date() });
+    objects.set(key, { bytes: accept("put", key, bytes), lastModified: new Date() });
   }
 
   function lookup(operation: "get" | "head", key: string): StoredObject {
@@ -56,23 +45,15 @@ export function memoryStorage(options: MemoryStorageOptions = {}): Storage {
     driver,
     capabilities: { atomicPutIfAbsent: true },
     put,
-    async putIfAbsent(key, body) {
+    async putIfAbsent(key, bytes) {
       assertValidKey(driver, "putIfAbsent", key);
-      // Claim the key synchronously, so concurrent callers see it before any await.
+      // Checked and set with no await between: concurrent callers have exactly one winner.
       if (objects.has(key)) return false;
-      const placeholder = { bytes: new Uint8Array(0), lastModified: new Date() };
-      objects.set(key, placeholder);
-      try {
-        const bytes = await accept("putIfAbsent", key, body);
-        objects.set(key, { bytes, lastModified: new Date() });
-        return true;
-      } catch (err) {
-        if (objects.get(key) === placeholder) objects.delete(key);
-        throw err;
-      }
+      objects.set(key, { bytes: accept("putIfAbsent", key, bytes), lastModified: new Date() });
+      return true;
     },
     async get(key) {
-      return bodyToStream(lookup("get", key).bytes.slice());
+      return bytesToStream(lookup("get", key).bytes.slice());
     },
     async head(key): Promise<ObjectStat> {
       const object = lookup("head", key);

@@ -1,8 +1,8 @@
 import { notFound, StorageError, type StorageErrorKind, type StorageOperation } from "./errors.js";
 import { assertValidKey, assertValidPrefix } from "./keys.js";
 import { isTransient } from "./retry.js";
-import { fixedSizePieces, readAll, sha256Hex, TooLargeError } from "./streams.js";
-import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
+import { sha256Hex } from "./streams.js";
+import type { ObjectInfo, ObjectStat, Storage } from "./types.js";
 
 /*
  * The slice of a Workers R2 binding this driver uses, declared here so lib/ does not
@@ -19,17 +19,6 @@ export interface R2ObjectBodyLike extends R2ObjectLike {
   readonly body: ReadableStream<Uint8Array>;
 }
 
-export interface R2UploadedPartLike {
-  partNumber: number;
-  etag: string;
-}
-
-export interface R2MultipartUploadLike {
-  uploadPart(partNumber: number, value: Uint8Array): Promise<R2UploadedPartLike>;
-  abort(): Promise<void>;
-  complete(uploadedParts: R2UploadedPartLike[]): Promise<R2ObjectLike>;
-}
-
 export interface R2ObjectsLike {
   objects: R2ObjectLike[];
   truncated: boolean;
@@ -39,30 +28,15 @@ export interface R2ObjectsLike {
 export interface R2BucketLike {
   head(key: string): Promise<R2ObjectLike | null>;
   get(key: string): Promise<R2ObjectBodyLike | null>;
-  /** Resolves null when an `onlyIf` precondition fails (nothing written). */
-  /** With `sha256` (hex), R2 refuses a body whose digest differs (BadDigest) and stores nothing. */
+  /**
+   * Resolves null when an `onlyIf` precondition fails (nothing written). With `sha256`
+   * (hex), R2 refuses a body whose digest differs (BadDigest) and stores nothing.
+   */
   put(key: string, value: Uint8Array, options?: { onlyIf?: { etagDoesNotMatch?: string }; sha256?: string }): Promise<R2ObjectLike | null>;
-  createMultipartUpload(key: string): Promise<R2MultipartUploadLike>;
   delete(key: string): Promise<void>;
   list(options: { prefix?: string; cursor?: string; limit?: number }): Promise<R2ObjectsLike>;
 }
 
-export interface R2StorageOptions {
-  /**
-   * Part size for streams of unknown length, 8 MiB unless set. R2 wants every part but
-   * the last at least 5 MiB and all of one size; a stream that fits in one part is sent
-   * with a single put.
-   */
-  partSize?: number;
-  /**
-   * The largest stream body `putIfAbsent` buffers (32 MiB unless set). R2's conditional
-   * write exists only for single puts, which need a known length; byte bodies have no limit.
-   */
-  putIfAbsentMaxBytes?: number;
-}
-
-const MiB = 1024 * 1024;
-const MIN_PART_SIZE = 5 * MiB;
 const LIST_LIMIT = 1000;
 
 /*
@@ -88,19 +62,12 @@ function r2Code(err: unknown): number | undefined {
 }
 
 /**
- * A Workers R2 binding as storage. Byte bodies go up in one put; streams of unknown
- * length (which the binding refuses) are cut into fixed-size parts: one part is one put,
- * more become a multipart upload that is aborted on any failure, so an object appears
- * only when complete. `putIfAbsent` is R2's conditional put (`etagDoesNotMatch: "*"`),
- * atomic on the bucket.
+ * A Workers R2 binding as storage. Every body goes up in one put with its sha256, which R2
+ * checks before it stores the object whole. `putIfAbsent` is R2's conditional put
+ * (`etagDoesNotMatch: "*"`), atomic on the bucket.
  */
-export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}): Storage {
+export function r2Storage(bucket: R2BucketLike): Storage {
   const driver = "r2";
-  const partSize = options.partSize ?? 8 * MiB;
-  const putIfAbsentMaxBytes = options.putIfAbsentMaxBytes ?? 32 * MiB;
-  if (!Number.isInteger(partSize) || partSize < MIN_PART_SIZE) {
-    throw new RangeError(`r2: partSize must be an integer of at least ${MIN_PART_SIZE} bytes (R2's minimum part size), got ${partSize}`);
-  }
 
   function toStorageError(operation: StorageOperation, key: string, err: unknown): StorageError {
     if (err instanceof StorageError) return err;
@@ -132,87 +99,18 @@ export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}):
     }
   }
 
-  async function putStream(key: string, stream: ReadableStream<Uint8Array>): Promise<void> {
-    const pieces = fixedSizePieces(stream, partSize);
-    try {
-      // Up to two parts decide between one put and a multipart upload; each part is
-      // released once sent, so memory holds about two parts, never the object.
-      const head: Uint8Array[] = [];
-      for (let i = 0; i < 2; i++) {
-        const piece = await pieces.next();
-        if (piece.done) break;
-        head.push(piece.value);
-      }
-      if (head.length < 2) {
-        const only = head[0] ?? new Uint8Array(0);
-        const sha256 = await sha256Hex(only);
-        await call("put", key, () => bucket.put(key, only, { sha256 }));
-        return;
-      }
-      const upload = await call("put", key, () => bucket.createMultipartUpload(key));
-      try {
-        const parts: R2UploadedPartLike[] = [];
-        let sent = 0;
-        const send = async (bytes: Uint8Array) => {
-          const partNumber = parts.length + 1;
-          sent += bytes.byteLength;
-          parts.push(await call("put", key, () => upload.uploadPart(partNumber, bytes)));
-        };
-        while (head.length > 0) await send(head.shift()!);
-        while (true) {
-          const piece = await pieces.next();
-          if (piece.done) break;
-          await send(piece.value);
-        }
-        const object = await call("put", key, () => upload.complete(parts));
-        // Parts carry no checksum through the binding: check the whole at least by its size.
-        if (object.size !== sent) {
-          await bucket.delete(key).catch(() => {});
-          throw new StorageError(`r2: put "${key}" failed: the completed object holds ${object.size} bytes, ${sent} were sent`, { driver, operation: "put", key, retryable: true, kind: "unavailable" });
-        }
-      } catch (err) {
-        // Drop the uploaded parts: an uncompleted upload never shows under the key.
-        await upload.abort().catch(() => {});
-        throw err;
-      }
-    } finally {
-      // Stops and cancels the source if the upload ended early.
-      await pieces.return(undefined);
-    }
-  }
-
   return {
     driver,
     capabilities: { atomicPutIfAbsent: true },
 
-    async put(key, body: Body) {
+    async put(key, bytes) {
       assertValidKey(driver, "put", key);
-      try {
-        if (body instanceof Uint8Array) {
-          const sha256 = await sha256Hex(body);
-          await call("put", key, () => bucket.put(key, body, { sha256 }));
-        }
-        else await putStream(key, body);
-      } catch (err) {
-        throw toStorageError("put", key, err);
-      }
+      const sha256 = await sha256Hex(bytes);
+      await call("put", key, () => bucket.put(key, bytes, { sha256 }));
     },
 
-    async putIfAbsent(key, body) {
+    async putIfAbsent(key, bytes) {
       assertValidKey(driver, "putIfAbsent", key);
-      let bytes: Uint8Array;
-      try {
-        bytes = body instanceof Uint8Array ? body : await readAll(body, putIfAbsentMaxBytes);
-      } catch (err) {
-        if (err instanceof TooLargeError && !(body instanceof Uint8Array)) {
-          await body.cancel().catch(() => {}); // readAll stopped reading: stop the source too
-          throw new StorageError(
-            `r2: putIfAbsent "${key}": a stream body over ${putIfAbsentMaxBytes} bytes cannot be written conditionally (R2 allows it only for single puts); pass bytes or raise putIfAbsentMaxBytes`,
-            { driver, operation: "putIfAbsent", key, cause: err },
-          );
-        }
-        throw toStorageError("putIfAbsent", key, err);
-      }
       const sha256 = await sha256Hex(bytes);
       return call("putIfAbsent", key, async () => Boolean(await bucket.put(key, bytes, { onlyIf: { etagDoesNotMatch: "*" }, sha256 })));
     },
@@ -255,5 +153,3 @@ export function r2Storage(bucket: R2BucketLike, options: R2StorageOptions = {}):
     },
   };
 }
-
-/** Hex sha256 (WebCrypto: Workers and Node). */

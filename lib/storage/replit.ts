@@ -55,9 +55,7 @@ function messageOf(err: unknown): string {
  * deletes. Where its API falls short this driver uses the `@google-cloud/storage` Bucket
  * it wraps: its `list()` returns names only and loads the whole listing in one go; it has
  * no metadata call and no preconditions; `uploadFromBytes` makes two requests (resumable)
- * and drops the HTTP status when the session request fails; `uploadFromStream` pipes with
- * `.pipe()`, so a failing source leaves its promise pending forever and the upload
- * request open. The library's own retries are switched off, and this driver makes one
+ * and drops the HTTP status when the session request fails. The library's own retries are switched off, and this driver makes one
  * attempt per call: retries and timeouts are one layer above (retryingStorage).
  */
 export function replitStorage(options: ReplitStorageOptions = {}): Storage {
@@ -132,127 +130,24 @@ export function replitStorage(options: ReplitStorageOptions = {}): Storage {
     });
   }
 
-  /**
-   * A stream goes up through a resumable session: the session is opened by the library
-   * (authenticated, retried), then the bytes go in one PUT to the session URI, which is
-   * its own credential. The PUT is our own fetch so that a failing body aborts it: the
-   * session is never finalized and no object appears (the library's write stream, when
-   * destroyed, leaves its request hanging open instead). Resolves false when `ifAbsent`
-   * and the object exists, at the session's start or at its end.
-   */
-  async function streamUpload(operation: StorageOperation, key: string, body: ReadableStream<Uint8Array>, ifAbsent: boolean): Promise<boolean> {
-    let uri: string;
-    let file: File;
-    try {
-      [uri, file] = await oneCall(operation, key, async ({ bucket }) => {
-        const target = bucket.file(key);
-        const [sessionUri] = await target.createResumableUpload(ifAbsent ? { preconditionOpts: { ifGenerationMatch: 0 } } : {});
-        return [sessionUri, target] as const;
-      });
-    } catch (err) {
-      await body.cancel().catch(() => {});
-      if (ifAbsent && (err as StorageError).status === 412) return false;
-      throw err;
-    }
-
-    const reader = body.getReader();
-    const md5 = createHash("md5");
-    let sourceError: unknown;
-    const tapped = new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        let chunk: ReadableStreamReadResult<Uint8Array>;
-        try {
-          chunk = await reader.read();
-        } catch (err) {
-          sourceError = err ?? new Error("body stream failed");
-          controller.error(sourceError);
-          return;
-        }
-        if (chunk.done) return controller.close();
-        md5.update(chunk.value);
-        controller.enqueue(chunk.value);
-      },
-      cancel: (reason) => reader.cancel(reason),
-    });
-
-    let response: Response;
-    try {
-      response = await fetch(uri, {
-        method: "PUT",
-        // What the library sends for a single-request upload of unknown length.
-        headers: { "content-range": "bytes 0-*/*" },
-        body: tapped,
-        duplex: "half",
-        // No window and no redirects: otherwise fetch (undici, nodejs/undici#4058) clones the
-        // request to be able to follow a redirect, teeing the body, and the branch it keeps
-        // is never read, so it buffers the whole upload in memory. A stream body cannot be
-        // replayed across a redirect anyway, and a session URI does not redirect.
-        window: null,
-        redirect: "error",
-      } as RequestInit);
-    } catch (err) {
-      await reader.cancel().catch(() => {});
-      if (sourceError !== undefined) {
-        throw new StorageError(`replit: ${operation} "${key}" failed: the body stream failed: ${messageOf(sourceError)}`, {
-          driver,
-          operation,
-          key,
-          cause: sourceError,
-        });
-      }
-      throw toError(operation, key, err);
-    }
-
-    const text = await response.text().catch(() => "");
-    if (response.status === 412 && ifAbsent) return false;
-    if (response.status !== 200 && response.status !== 201) {
-      let message = text || response.statusText;
-      try {
-        message = (JSON.parse(text) as { error?: { message?: string } }).error?.message ?? message;
-      } catch {
-        // not JSON: keep the text
-      }
-      throw toError(operation, key, { status: response.status, message });
-    }
-    // The library checks what it uploads against the stored hash; so do we.
-    const stored = JSON.parse(text) as { md5Hash?: string; generation?: string };
-    const sent = md5.digest("base64");
-    if (stored.md5Hash !== undefined && stored.md5Hash !== sent) {
-      await file.delete({ ifGenerationMatch: stored.generation }).catch(() => {});
-      throw new StorageError(`replit: ${operation} "${key}" failed: stored md5 ${stored.md5Hash} does not match the sent ${sent}`, {
-        driver,
-        operation,
-        key,
-        retryable: true,
-        kind: "unavailable",
-      });
-    }
-    return true;
-  }
-
   return {
     driver,
-    // GCS checks ifGenerationMatch=0 when it creates the object (the multipart request, or
-    // the resumable session's final PUT): of concurrent creators exactly one gets 200.
+    // GCS checks ifGenerationMatch=0 when it creates the object (the multipart request):
+    // of concurrent creators exactly one gets 200.
     capabilities: { atomicPutIfAbsent: true },
 
-    /** Bytes: one multipart request, retried. Streams: a resumable upload, never retried. */
-    async put(key, body) {
+    /** One multipart request. */
+    async put(key, bytes) {
       assertValidKey(driver, "put", key);
-      if (!(body instanceof Uint8Array)) {
-        await streamUpload("put", key, body, false);
-        return;
-      }
-      await oneCall("put", key, ({ bucket }) => saveBytes(bucket.file(key), body, false));
+      await oneCall("put", key, ({ bucket }) => saveBytes(bucket.file(key), bytes, false));
     },
 
     /** One conditional request (`ifGenerationMatch=0`); 412: the key was taken. */
-    async putIfAbsent(key, body) {
+    async putIfAbsent(key, bytes) {
       assertValidKey(driver, "putIfAbsent", key);
-      if (!(body instanceof Uint8Array)) return streamUpload("putIfAbsent", key, body, true);
       return oneCall("putIfAbsent", key, async ({ bucket }) => {
         try {
-          await saveBytes(bucket.file(key), body, true);
+          await saveBytes(bucket.file(key), bytes, true);
           return true;
         } catch (err) {
           if (statusOf(err) !== 412) throw err;

@@ -1,6 +1,6 @@
 import type { Logger } from "../log.js";
 import { StorageError, type StorageOperation } from "./errors.js";
-import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
+import type { ObjectInfo, ObjectStat, Storage } from "./types.js";
 
 /**
  * The one retry layer, as a decorator over a store (restic's retry.Backend is the model):
@@ -8,14 +8,14 @@ import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
  * (`StorageError.retryable`); this layer gives every call a timeout, retries what is safe
  * to repeat, bounded in attempts AND in total time, and logs each retry.
  *
- * - put with bytes, get (opening, and resuming a read that broke), head, list, delete:
- *   retried with exponential backoff and full jitter.
- * - put with a stream body and putIfAbsent: one attempt (a stream is consumed once; a
- *   conditional write's lost answer cannot be retried blindly: the caller reads back).
+ * - put, get (opening, and resuming a read that broke), head, list, delete: retried with
+ *   exponential backoff and full jitter.
+ * - putIfAbsent: one attempt (a conditional write's lost answer cannot be retried
+ *   blindly: the caller reads back).
  * - Timeouts: a call that makes no progress for `timeoutMs` fails as a retryable
  *   `unavailable` StorageError ("s3: put chunks/ab/… did not answer within 60s"). Uploads
- *   get more time for their bytes (at `minBytesPerSecond`); a stream (a get's body, a put's
- *   body) is timed out only when it stalls.
+ *   get more time for their bytes (at `minBytesPerSecond`); a get's body is timed out
+ *   only when it stalls.
  */
 export interface RetryingOptions {
   /** Total tries, the first included; default 5. */
@@ -63,8 +63,8 @@ export function timeoutError(driver: string, operation: StorageOperation, key: s
 }
 
 /**
- * A deadline that can be pushed back (progress on a stream). `race` settles with the
- * promise, or rejects with `onTimeout()` once the deadline passes first.
+ * A deadline. `race` settles with the promise, or rejects with `onTimeout()` once the
+ * deadline passes first.
  */
 class Deadline {
   private timer: ReturnType<typeof setTimeout> | undefined;
@@ -78,13 +78,6 @@ class Deadline {
   reset(ms: number): void {
     this.at = Date.now() + ms;
     this.allowedMs = ms;
-    this.arm();
-  }
-
-  /** Pushes the deadline back by `ms` (at least `floorMs` from now). */
-  extend(ms: number, floorMs: number): void {
-    this.at = Math.max(this.at, Date.now() + floorMs) + ms;
-    this.allowedMs = this.at - Date.now();
     this.arm();
   }
 
@@ -194,37 +187,6 @@ export function retryingStorage(storage: Storage, options: RetryingOptions = {})
     }
   }
 
-  /** One try of a write; a stream body's deadline moves with the bytes the driver pulls. */
-  async function once<T>(operation: StorageOperation, key: string, body: Body, call: (body: Body) => Promise<T>): Promise<T> {
-    const deadline = new Deadline((waited) => timeoutError(driver, operation, key, waited));
-    if (body instanceof Uint8Array) {
-      deadline.reset(timeoutMs + bytesAllowance(body.byteLength));
-      return deadline.race(call(body));
-    }
-    deadline.reset(timeoutMs);
-    const reader = body.getReader();
-    const watched = new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        const { done, value } = await reader.read();
-        if (done) controller.close();
-        else {
-          deadline.extend(bytesAllowance(value.byteLength), timeoutMs);
-          controller.enqueue(value);
-        }
-      },
-      cancel(reason) {
-        return reader.cancel(reason);
-      },
-    });
-    try {
-      return await deadline.race(call(watched));
-    } catch (err) {
-      // A timed-out upload stops reading its body (the driver's read then fails).
-      await reader.cancel(err).catch(() => {});
-      throw err;
-    }
-  }
-
   /**
    * A get's body, watched: a read that stalls for `timeoutMs` fails as a timeout, and a
    * body that breaks with a retryable error is read again from the start, checked against
@@ -316,13 +278,14 @@ export function retryingStorage(storage: Storage, options: RetryingOptions = {})
     driver,
     capabilities: storage.capabilities,
 
-    async put(key, body) {
-      if (body instanceof Uint8Array) await retried("put", key, timeoutMs + bytesAllowance(body.byteLength), () => storage.put(key, body));
-      else await once("put", key, body, (b) => storage.put(key, b));
+    async put(key, bytes) {
+      await retried("put", key, timeoutMs + bytesAllowance(bytes.byteLength), () => storage.put(key, bytes));
     },
 
-    putIfAbsent(key, body) {
-      return once("putIfAbsent", key, body, (b) => storage.putIfAbsent(key, b));
+    putIfAbsent(key, bytes) {
+      const deadline = new Deadline((waited) => timeoutError(driver, "putIfAbsent", key, waited));
+      deadline.reset(timeoutMs + bytesAllowance(bytes.byteLength));
+      return deadline.race(storage.putIfAbsent(key, bytes));
     },
 
     async get(key) {

@@ -2,14 +2,9 @@ import { AwsClient } from "aws4fetch";
 import { isTransientStatus, notFound, StorageError, type StorageOperation } from "./errors.js";
 import { assertValidKey, assertValidPrefix } from "./keys.js";
 import { timeoutError } from "./retry.js";
-import { fixedSizePieces, sha256Hex } from "./streams.js";
-import type { Body, ObjectInfo, ObjectStat, Storage } from "./types.js";
+import { sha256Hex } from "./streams.js";
+import type { ObjectInfo, ObjectStat, Storage } from "./types.js";
 
-const MiB = 1024 * 1024;
-/** S3's limits: every part but the last is 5 MiB to 5 GiB, and at most 10,000 parts. */
-const MIN_PART_SIZE = 5 * MiB;
-const MAX_PART_SIZE = 5 * 1024 * MiB;
-const MAX_PARTS = 10_000;
 const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 export interface S3Options {
@@ -29,14 +24,6 @@ export interface S3Options {
    * server), which all serve path-style while virtual hosts need DNS set up.
    */
   forcePathStyle?: boolean;
-  /**
-   * Multipart part size for stream bodies; default 5 MiB (S3's minimum), 5 MiB to 5 GiB.
-   * Memory holds about one part, plus a copy or two while it is sent (the payload hash's
-   * and, on Node, fetch's), until garbage collected: the default keeps a streamed put under
-   * +64 MiB of RSS (bench/storage-rss.ts), where 8 MiB parts did not. With at most 10,000
-   * parts, it caps a stream body at about 48.8 GiB.
-   */
-  partSize?: number;
   /** Keys per ListObjectsV2 page (`max-keys`), 1 to 1000; default 1000. */
   listPageSize?: number;
   /**
@@ -53,9 +40,7 @@ interface Call {
   operation: StorageOperation;
   /** The storage key (or list prefix) the call is about, for errors. */
   key: string;
-  /** The S3 request behind a multi-request operation, for errors (`UploadPart 3`). */
-  step?: string;
-  method: "GET" | "HEAD" | "PUT" | "POST" | "DELETE";
+  method: "GET" | "HEAD" | "PUT" | "DELETE";
   /** The object the URL names; the bucket itself when absent. */
   objectKey?: string;
   query?: [string, string][];
@@ -69,9 +54,7 @@ interface Call {
  * An S3-compatible store (AWS S3, R2's S3 API, MinIO, GCS interoperability), speaking plain
  * HTTP through aws4fetch: only fetch, WebCrypto and Web streams, so it runs in Workers too.
  *
- * - put: bytes go up in one PUT. A stream is read one part at a time; if it ends within the
- *   first part it goes up in one PUT too, otherwise as a multipart upload, which is aborted
- *   on any failure so nothing appears under the key.
+ * - put: the bytes go up in one PUT (S3 stores an object whole or not at all).
  * - putIfAbsent: `If-None-Match: *`, which S3 (since 2024), R2 and MinIO honour atomically.
  * - Every body goes with its sha256 in the signed `x-amz-content-sha256`: S3 refuses a body
  *   damaged or cut short on the way (XAmzContentSHA256Mismatch) instead of storing it.
@@ -80,10 +63,6 @@ interface Call {
  */
 export function s3Storage(options: S3Options): Storage {
   const driver = "s3";
-  const partSize = options.partSize ?? 5 * MiB;
-  if (!Number.isInteger(partSize) || partSize < MIN_PART_SIZE || partSize > MAX_PART_SIZE) {
-    throw new RangeError(`s3: partSize must be an integer from 5 MiB to 5 GiB, got ${partSize}`);
-  }
   const listPageSize = options.listPageSize ?? 1000;
   if (!Number.isInteger(listPageSize) || listPageSize < 1 || listPageSize > 1000) {
     throw new RangeError(`s3: listPageSize must be an integer from 1 to 1000, got ${listPageSize}`);
@@ -123,7 +102,7 @@ export function s3Storage(options: S3Options): Storage {
   }
 
   function describe(call: Call): string {
-    return `s3: ${call.operation} ${JSON.stringify(call.key)}${call.step ? ` (${call.step})` : ""}`;
+    return `s3: ${call.operation} ${JSON.stringify(call.key)}`;
   }
 
   /** One signed request. A status that is neither 2xx nor accepted throws a StorageError. */
@@ -159,17 +138,16 @@ export function s3Storage(options: S3Options): Storage {
     const code = xmlText(text, "Code") ?? response.headers.get("x-amz-error-code") ?? undefined;
     const message = xmlText(text, "Message");
     const { status } = response;
-    if (status === 404 && (call.operation === "get" || call.operation === "head") && !call.step && code !== "NoSuchBucket") {
+    if (status === 404 && (call.operation === "get" || call.operation === "head") && code !== "NoSuchBucket") {
       return notFound(driver, call.operation, call.key);
     }
     const requestId = response.headers.get("x-amz-request-id");
     // 507 Insufficient Storage: a server (MinIO, a gateway) out of space. Not retryable.
     const full = status === 507;
-    // A 200 that carries an <Error> (CompleteMultipartUpload) is S3 failing internally: retry.
     // A body that did not match its signed sha256 or Content-Length was damaged on the way:
     // the server stored nothing, and the bytes are ours to send again.
     const retryable =
-      !full && (isTransientStatus(status) || response.ok || code === "InternalError" || code === "SlowDown" || code === "XAmzContentSHA256Mismatch" || code === "BadDigest" || code === "IncompleteBody");
+      !full && (isTransientStatus(status) || code === "InternalError" || code === "SlowDown" || code === "XAmzContentSHA256Mismatch" || code === "BadDigest" || code === "IncompleteBody");
     const detail = [code, message].filter(Boolean).join(": ");
     return new StorageError(
       `${describe(call)} failed: HTTP ${status}${detail ? ` ${detail}` : ""}${requestId ? ` (request id ${requestId})` : ""}`,
@@ -181,6 +159,11 @@ export function s3Storage(options: S3Options): Storage {
    * Sends `call` once and hands the response to `handle`, under a timeout: `timeoutMs`
    * (plus time for the bytes of an upload) until `handle` is done, or with `streamed`,
    * until the response body (which `handle` returns) goes that long without a byte.
+   * The retry layer times the same call with the same budget, but it can only stop
+   * waiting: this timer is what aborts the request itself. Without it, a hung attempt
+   * holds its socket (undici: up to 300 s) and its write can still land after the caller
+   * gave up (without it, test/reliability/hung-store.test.ts fails: after the thaw the
+   * next backup finds the lock still held).
    */
   async function request<T>(call: Call, handle: (response: Response) => Promise<T>): Promise<T>;
   async function request(call: Call, handle: (response: Response) => Promise<ReadableStream<Uint8Array>>, streamed: true): Promise<ReadableStream<Uint8Array>>;
@@ -191,7 +174,7 @@ export function s3Storage(options: S3Options): Storage {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const arm = (ms: number) => {
       clearTimeout(timer);
-      timer = setTimeout(() => controller.abort(timeoutError(driver, call.operation, call.key, ms, call.step)), ms);
+      timer = setTimeout(() => controller.abort(timeoutError(driver, call.operation, call.key, ms)), ms);
     };
     arm(allowedMs);
     try {
@@ -279,143 +262,18 @@ export function s3Storage(options: S3Options): Storage {
     });
   }
 
-  /** Uploads a stream: one PUT if it fits in one part, multipart otherwise. */
-  async function putStream(operation: StorageOperation, key: string, stream: ReadableStream<Uint8Array>, ifAbsent: boolean): Promise<boolean> {
-    const pieces = fixedSizePieces(stream, partSize);
-    const read = async (): Promise<Uint8Array | undefined> => {
-      try {
-        const { done, value } = await pieces.next();
-        return done ? undefined : value;
-      } catch (err) {
-        throw new StorageError(`s3: ${operation} ${JSON.stringify(key)} failed: the body stream failed: ${(err as Error).message}`, {
-          driver,
-          operation,
-          key,
-          cause: err,
-        });
-      }
-    };
-    // The pieces read ahead (to choose between one PUT and multipart) are referenced only
-    // from this queue, which hands them out first: each is released once uploaded (held in
-    // a variable or parameter, both would stay alive for the whole upload).
-    const readAhead: Uint8Array[] = [];
-    const readOneAhead = async (): Promise<boolean> => {
-      const piece = await read();
-      if (piece !== undefined) readAhead.push(piece);
-      return piece !== undefined;
-    };
-    const next = async () => readAhead.shift() ?? (await read());
-    try {
-      // One PUT when the stream is empty, ends within the first part, or holds exactly one part.
-      if (!(await readOneAhead()) || readAhead[0]!.byteLength < partSize || !(await readOneAhead())) {
-        return await putObject(operation, key, readAhead.shift() ?? new Uint8Array(0), ifAbsent);
-      }
-      return await multipart(operation, key, next, ifAbsent);
-    } finally {
-      // Closes the generator: cancels the source if we stopped early, releases its lock.
-      await pieces.return(undefined);
-    }
-  }
-
-  async function multipart(
-    operation: StorageOperation,
-    key: string,
-    next: () => Promise<Uint8Array | undefined>,
-    ifAbsent: boolean,
-  ): Promise<boolean> {
-    const base = { operation, key, objectKey: key } as const;
-    // Retrying a lost CreateMultipartUpload answer can leave an empty upload behind; a bucket
-    // lifecycle rule (AbortIncompleteMultipartUpload) sweeps those, as any S3 client needs.
-    const uploadId = await request(
-      {
-        ...base,
-        step: "CreateMultipartUpload",
-        method: "POST",
-        query: [["uploads", ""]],
-        headers: { "content-type": "application/octet-stream" },
-      },
-      async (response) => {
-        const id = xmlText(await response.text(), "UploadId");
-        if (!id) throw new StorageError(`s3: ${operation} ${JSON.stringify(key)} failed: CreateMultipartUpload returned no UploadId`, { driver, operation, key });
-        return id;
-      },
-    );
-    try {
-      /**
-       * Reads the next piece and uploads it as part `partNumber`; undefined at the end of
-       * the body. The piece is referenced only from this call, so it is released as soon as
-       * its part is up (a loop variable would hold it while the next piece is read).
-       */
-      const uploadNextPart = async (partNumber: number): Promise<string | undefined> => {
-        const body = await next();
-        if (body === undefined) return undefined;
-        if (partNumber > MAX_PARTS) {
-          throw new StorageError(
-            `s3: ${operation} ${JSON.stringify(key)} failed: the body is larger than ${MAX_PARTS} parts of ${partSize} bytes; raise partSize`,
-            { driver, operation, key },
-          );
-        }
-        const step = `UploadPart ${partNumber}`;
-        return request(
-          { ...base, step, method: "PUT", body, query: [["partNumber", String(partNumber)], ["uploadId", uploadId]] },
-          async (response) => {
-            await drain(response);
-            const etag = response.headers.get("etag");
-            if (!etag) throw new StorageError(`s3: ${operation} ${JSON.stringify(key)} failed: ${step} returned no ETag`, { driver, operation, key });
-            return etag;
-          },
-        );
-      };
-      const etags: string[] = [];
-      for (let etag = await uploadNextPart(1); etag !== undefined; etag = await uploadNextPart(etags.length + 1)) etags.push(etag);
-      const xml =
-        "<CompleteMultipartUpload>" +
-        etags.map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${escapeXml(etag)}</ETag></Part>`).join("") +
-        "</CompleteMultipartUpload>";
-      const complete: Call = {
-        ...base,
-        step: "CompleteMultipartUpload",
-        method: "POST",
-        query: [["uploadId", uploadId]],
-        headers: { "content-type": "application/xml", ...(ifAbsent ? { "if-none-match": "*" } : {}) },
-        body: new TextEncoder().encode(xml),
-        accept: ifAbsent ? [409, 412] : [],
-      };
-      const created = await request(complete, async (response) => {
-        const text = await response.text();
-        // S3 may answer 200 and still fail, with an <Error> body (its docs say to check).
-        if (response.ok && /<Error[\s>]/.test(text)) throw await failure(complete, response, text);
-        return response.ok; // 412: the key is taken
-      });
-      if (!created) await abort(operation, key, uploadId);
-      return created;
-    } catch (err) {
-      await abort(operation, key, uploadId);
-      throw err;
-    }
-  }
-
-  /** Best effort: the original failure is what the caller needs to see. */
-  async function abort(operation: StorageOperation, key: string, uploadId: string): Promise<void> {
-    await request(
-      { operation, key, step: "AbortMultipartUpload", method: "DELETE", objectKey: key, query: [["uploadId", uploadId]], accept: [404] },
-      drain,
-    ).catch(() => {});
-  }
-
   return {
     driver,
     capabilities: { atomicPutIfAbsent: true },
 
-    async put(key, body: Body) {
+    async put(key, bytes) {
       assertValidKey(driver, "put", key);
-      if (body instanceof Uint8Array) await putObject("put", key, body, false);
-      else await putStream("put", key, body, false);
+      await putObject("put", key, bytes, false);
     },
 
-    async putIfAbsent(key, body: Body) {
+    async putIfAbsent(key, bytes) {
       assertValidKey(driver, "putIfAbsent", key);
-      return body instanceof Uint8Array ? putObject("putIfAbsent", key, body, true) : putStream("putIfAbsent", key, body, true);
+      return putObject("putIfAbsent", key, bytes, true);
     },
 
     async get(key) {
@@ -495,8 +353,7 @@ function encodeSegment(value: string): string {
 }
 
 
-// A minimal XML reader for the few S3 responses we parse (ListObjectsV2, the multipart
-// answers, <Error>). No XML library: this must run in Workers (no node: modules, small bundle),
+// A minimal XML reader for the few S3 responses we parse (ListObjectsV2, <Error>). No XML library: this must run in Workers (no node: modules, small bundle),
 // and these documents are flat, machine-written and entity-escaped, so a tag can be found
 // with a regular expression: a `<` inside text is always escaped as `&lt;`, so key text
 // can never be mistaken for markup.
@@ -526,10 +383,6 @@ function decodeXml(text: string): string {
     }
     return NAMED_ENTITIES[entity] ?? whole;
   });
-}
-
-function escapeXml(text: string): string {
-  return text.replace(/[&<>]/g, (c) => (c === "&" ? "&amp;" : c === "<" ? "&lt;" : "&gt;"));
 }
 
 interface ListPage {

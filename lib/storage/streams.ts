@@ -1,10 +1,8 @@
-import type { Body } from "./types.js";
-
-export function bodyToStream(body: Body): ReadableStream<Uint8Array> {
-  if (!(body instanceof Uint8Array)) return body;
+/** A stream of `bytes`, in one piece. */
+export function bytesToStream(bytes: Uint8Array): ReadableStream<Uint8Array> {
   return new ReadableStream<Uint8Array>({
     start(controller) {
-      if (body.byteLength > 0) controller.enqueue(body);
+      if (bytes.byteLength > 0) controller.enqueue(bytes);
       controller.close();
     },
   });
@@ -49,41 +47,6 @@ export function concatBytes(parts: readonly Uint8Array[], total = parts.reduce((
     offset += part.byteLength;
   }
   return out;
-}
-
-/**
- * Regroups a stream into pieces of exactly `size` bytes (the last one may be shorter),
- * for multipart uploads whose parts must have a minimum size. Holds at most one piece.
- */
-export async function* fixedSizePieces(stream: ReadableStream<Uint8Array>, size: number): AsyncGenerator<Uint8Array> {
-  const reader = stream.getReader();
-  let buffer = new Uint8Array(size);
-  let filled = 0;
-  let finished = false;
-  try {
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      let offset = 0;
-      while (offset < value.byteLength) {
-        const n = Math.min(size - filled, value.byteLength - offset);
-        buffer.set(value.subarray(offset, offset + n), filled);
-        filled += n;
-        offset += n;
-        if (filled === size) {
-          yield buffer;
-          buffer = new Uint8Array(size);
-          filled = 0;
-        }
-      }
-    }
-    finished = true;
-    if (filled > 0) yield buffer.subarray(0, filled);
-  } finally {
-    // A consumer that stops early (a failed upload) cancels the source, so it stops producing.
-    if (!finished) await reader.cancel().catch(() => {});
-    reader.releaseLock();
-  }
 }
 
 /** Hex sha256 through WebCrypto, which every runtime has (the drivers' body checksums). */

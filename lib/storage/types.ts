@@ -5,8 +5,6 @@
  * Keys are relative, `/`-separated paths (`chunks/ab/abcd…`). A driver never sees the
  * service's `STORAGE_PREFIX`: `withPrefix()` adds it in one place.
  */
-export type Body = Uint8Array | ReadableStream<Uint8Array>;
-
 export interface ObjectInfo {
   key: string;
   size?: number;
@@ -33,17 +31,17 @@ export interface Storage {
   readonly capabilities: StorageCapabilities;
 
   /**
-   * Writes the object, replacing any existing one. A stream body may be of unknown
-   * length. The object becomes visible only when complete: if the body stream errors or
-   * the upload fails, nothing is left under `key` (a previous object, if any, stays).
+   * Writes the object, replacing any existing one. The object becomes visible only when
+   * complete: if the upload fails, nothing is left under `key` (a previous object, if
+   * any, stays).
    */
-  put(key: string, body: Body): Promise<void>;
+  put(key: string, bytes: Uint8Array): Promise<void>;
 
   /**
    * Writes the object only if no object exists under `key`. Resolves `true` when this
    * call created it, `false` when the key already existed (nothing written).
    */
-  putIfAbsent(key: string, body: Body): Promise<boolean>;
+  putIfAbsent(key: string, bytes: Uint8Array): Promise<boolean>;
 
   /**
    * Opens the object for reading. A missing key rejects with a `StorageError` of kind

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { expect, it } from "vitest";
-import { parseGetResponse, parseGetResponseBytes, ResponseBuffers } from "../../lib/chroma/rest.js";
+import { parseGetResponse, parseGetResponseBytes } from "../../lib/chroma/get-response.js";
+import { ResponseBuffers } from "../../lib/chroma/response-buffers.js";
 import { canonicalFlatObjects, canonicalJson, parseRawJson, topLevelMembers, type RawNumber } from "../../lib/json/raw-json.js";
 
 it("keeps a float that looks like an int apart from the int", () => {

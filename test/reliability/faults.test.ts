@@ -122,22 +122,6 @@ describe("the fault injector, and what the engine makes of each fault", () => {
     expect(await draw(8)).not.toEqual(first);
   });
 
-  it("a put whose body breaks half way leaves nothing under the key, and keeps an older object whole (fs)", async () => {
-    const { root, storage } = await tempStore();
-    const faulty = faultyStorage(storage, { plan: ({ operation }) => (operation === "put" || operation === "putIfAbsent" ? "put-stream-error" : null) });
-    const big = new Uint8Array(300_000).map((_, i) => i % 251);
-    await expect(faulty.put("chunks/ab/new", big)).rejects.toMatchObject({ kind: "unavailable", retryable: true });
-    await expect(storage.head("chunks/ab/new")).rejects.toMatchObject({ kind: "not_found" });
-    await expect(faulty.putIfAbsent("locks/x/1.json", big)).rejects.toMatchObject({ retryable: true });
-    await expect(storage.head("locks/x/1.json")).rejects.toMatchObject({ kind: "not_found" });
-
-    await storage.put("snapshots/old.json", bytesOf("the old object"));
-    await expect(faulty.put("snapshots/old.json", big)).rejects.toThrow(/mid-upload/);
-    expect(textOf(await readAll(await storage.get("snapshots/old.json")))).toBe("the old object");
-    // Nothing half-written anywhere, .partial/ included.
-    expect(await filesUnder(root)).toEqual(["snapshots/old.json"]);
-  });
-
   it("a read cut short or garbled is never trusted: the size and sha256 checks catch it; a bad read is read again", async () => {
     const inner = memoryStorage();
     const bytes = new Uint8Array(5000).map((_, i) => (i * 7) % 256);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { parseGetResponse, parseGetResponseBytes, writeBody } from "../../lib/chroma/rest.js";
+import { parseGetResponse, parseGetResponseBytes } from "../../lib/chroma/get-response.js";
+import { writeBody } from "../../lib/chroma/write-body.js";
 import { canonicalJson, parseRawJson } from "../../lib/json/raw-json.js";
 import { decodeChunk, encodeChunk, sha256Hex } from "../../lib/snapshot/chunk.js";
 

@@ -4,11 +4,11 @@ import { join } from "node:path";
 import { expect, it } from "vitest";
 import { fsStorage } from "../../lib/storage/fs.js";
 import { mountTmpfs } from "../fixtures/tmpfs.js";
-import { storageConformance, failingStream } from "./conformance.js";
+import { storageConformance } from "./conformance.js";
 
 /**
  * A real tmpfs of `bytes`: a write past it resolves short and then fails with ENOSPC, in
- * the middle of a bytes body or a stream, which is both faults of the suite at once.
+ * the middle of the body, which is both faults of the suite at once.
  */
 async function smallDisk(bytes: number) {
   const disk = await mountTmpfs(bytes);
@@ -25,15 +25,23 @@ storageConformance({
   faults: { shortWrite: smallDisk, cutWrite: smallDisk },
 });
 
-it("fs: a failed write leaves no temp file behind and none is listed", async () => {
-  const root = await mkdtemp(join(tmpdir(), "storage-fs-"));
+it("fs: a failed write (the disk full half way) leaves no temp file behind and none is listed", async (ctx) => {
+  const disk = await mountTmpfs(256 * 1024);
+  if (typeof disk === "string") {
+    console.warn(`[fs] skipped the failed-write test: ${disk}`);
+    ctx.skip();
+    return;
+  }
   try {
-    const storage = fsStorage(root);
-    await expect(storage.put("a/b", failingStream(3 * 1024 * 1024))).rejects.toThrow(/injected failure/);
-    expect(await readdir(join(root, ".partial"))).toEqual([]);
+    const storage = fsStorage(disk.dir);
+    await expect(storage.put("a/b", new Uint8Array(1024 * 1024).fill(7))).rejects.toMatchObject({ kind: "full" });
+    expect(await readdir(join(disk.dir, ".partial"))).toEqual([]);
+    const listed: string[] = [];
+    for await (const info of storage.list("")) listed.push(info.key);
+    expect(listed).toEqual([]);
     await expect(storage.put(".partial/x", new Uint8Array(1))).rejects.toThrow(/reserved/);
   } finally {
-    await rm(root, { recursive: true, force: true });
+    await disk.unmount();
   }
 });
 

@@ -1,13 +1,12 @@
-import { createHash, createHmac, randomBytes } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isNotFound, StorageError } from "../../lib/storage/errors.js";
 import { s3Storage, type S3Options } from "../../lib/storage/s3.js";
 import { retryingStorage } from "../../lib/storage/retry.js";
 import { readAll } from "../../lib/storage/streams.js";
-import { failingStream, storageConformance } from "./conformance.js";
+import { storageConformance } from "./conformance.js";
 import { startS3rver, type TestS3rver } from "../fixtures/s3rver.js";
 
-const MiB = 1024 * 1024;
 const CREDENTIALS = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
 const text = (s: string) => new TextEncoder().encode(s);
 const fastRetry = { attempts: 4, baseDelayMs: 1, maxDelayMs: 5 };
@@ -45,26 +44,11 @@ function recordingFetch(log: Sent[], inner: (request: Request) => Promise<Respon
   }) as typeof fetch;
 }
 
-/** `PUT partNumber&uploadId`: the method and the sorted query parameter names. */
-const shapeOf = (sent: Sent) => [sent.method, [...sent.url.searchParams.keys()].sort().join("&")].filter(Boolean).join(" ");
-
 const s3ErrorResponse = (status: number, code: string, message: string) =>
   new Response(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message></Error>`, {
     status,
     headers: { "content-type": "application/xml" },
   });
-
-/** A stream of `bytes` in uneven pieces. */
-function streamOf(bytes: Uint8Array, piece = 700_001): ReadableStream<Uint8Array> {
-  let offset = 0;
-  return new ReadableStream<Uint8Array>({
-    pull(controller) {
-      if (offset >= bytes.byteLength) return controller.close();
-      controller.enqueue(bytes.slice(offset, offset + piece));
-      offset += piece;
-    },
-  });
-}
 
 const sha256 = (bytes: Uint8Array | string) => createHash("sha256").update(bytes).digest("hex");
 
@@ -122,72 +106,6 @@ describe("s3 driver against s3rver", () => {
     const defaults: Sent[] = [];
     for await (const _ of storage({ fetch: recordingFetch(defaults) }).list("paging/")) void _;
     expect(defaults.map((s) => s.url.searchParams.get("max-keys"))).toEqual(["1000"]);
-  });
-
-  it("uploads a stream of unknown length as one PUT when it fits in a part, else multipart", async () => {
-    const partSize = 5 * MiB;
-    const cases = [
-      { name: "exactly one part", bytes: randomBytes(partSize), requests: ["PUT"], parts: [] },
-      {
-        name: "two parts and a byte",
-        bytes: randomBytes(2 * partSize + 1),
-        requests: ["POST uploads", "PUT partNumber&uploadId", "PUT partNumber&uploadId", "PUT partNumber&uploadId", "POST uploadId"],
-        parts: ["1", "2", "3"],
-      },
-    ];
-    for (const { name, bytes, requests, parts } of cases) {
-      const log: Sent[] = [];
-      const s3 = storage({ partSize, fetch: recordingFetch(log) });
-      const key = `parts/${name}`;
-      await s3.put(key, streamOf(bytes));
-      expect(log.map(shapeOf), name).toEqual(requests);
-      expect(log.flatMap((s) => s.url.searchParams.getAll("partNumber")), name).toEqual(parts);
-      expect(sha256(await readAll(await s3.get(key))), name).toBe(sha256(bytes));
-      expect((await s3.head(key)).size).toBe(bytes.byteLength);
-    }
-  });
-
-  it("aborts the multipart upload when the body stream fails mid-way, and leaves no object", async () => {
-    const log: Sent[] = [];
-    const s3 = storage({ partSize: 5 * MiB, fetch: recordingFetch(log) });
-    const err = await s3.put("abort/key", failingStream(12 * MiB)).then(
-      () => null,
-      (e: unknown) => e,
-    );
-    // The body's own failure is what surfaces, not whatever the abort answered.
-    expect(err).toBeInstanceOf(StorageError);
-    expect((err as Error).message).toMatch(/body stream failed: injected failure mid-stream/);
-    expect(log.map(shapeOf)).toEqual(["POST uploads", "PUT partNumber&uploadId", "PUT partNumber&uploadId", "DELETE uploadId"]);
-    const uploadIds = new Set(log.slice(1).map((s) => s.url.searchParams.get("uploadId")));
-    expect(uploadIds.size).toBe(1);
-    expect([...uploadIds][0]).toBeTruthy();
-    // s3rver implements neither AbortMultipartUpload (it answers 405 MethodNotAllowed) nor
-    // ListMultipartUploads (501 NotImplemented), so the abort request itself is the proof.
-    expect(log.at(-1)!.status).toBe(405);
-    await expect(s3.head("abort/key")).rejects.toSatisfy(isNotFound);
-    const listed: string[] = [];
-    for await (const info of s3.list("abort/")) listed.push(info.key);
-    expect(listed).toEqual([]);
-  });
-
-  it("a CompleteMultipartUpload that answers 200 with an <Error> body fails, retryable, and the upload is aborted", async () => {
-    const log: Sent[] = [];
-    const flakyComplete = async (request: Request) => {
-      const url = new URL(request.url);
-      if (request.method === "POST" && url.searchParams.has("uploadId")) {
-        return new Response("<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>", {
-          status: 200,
-        });
-      }
-      return fetch(request);
-    };
-    // A stream body is never retried, not even by the retry layer: the caller sees the failure.
-    const s3 = retryingStorage(storage({ partSize: 5 * MiB, fetch: recordingFetch(log, flakyComplete) }), fastRetry);
-    const err = await s3.put("complete/failed", streamOf(randomBytes(5 * MiB + 10))).catch((e: unknown) => e);
-    expect(err).toMatchObject({ driver: "s3", operation: "put", retryable: true, kind: "unavailable" });
-    expect((err as Error).message).toMatch(/CompleteMultipartUpload.*InternalError/);
-    expect(log.map(shapeOf)).toEqual(["POST uploads", "PUT partNumber&uploadId", "PUT partNumber&uploadId", "POST uploadId", "DELETE uploadId"]);
-    await expect(s3.head("complete/failed")).rejects.toSatisfy(isNotFound);
   });
 
   it("makes one attempt per call; the retry layer above retries a 503 SlowDown and then succeeds", async () => {
@@ -388,7 +306,6 @@ describe("s3 driver against s3rver", () => {
       "https://acct.r2.cloudflarestorage.com/backups/k",
       "http://b.minio.local:9000/base/k",
     ]);
-    expect(() => s3Storage({ ...base, endpoint: "https://x", bucket: "b", partSize: MiB })).toThrow(/partSize/);
   });
 });
 

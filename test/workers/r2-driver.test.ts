@@ -1,88 +1,20 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { StorageError } from "../../lib/storage/errors.js";
-import { r2Storage, type R2BucketLike, type R2MultipartUploadLike } from "../../lib/storage/r2.js";
+import { r2Storage, type R2BucketLike } from "../../lib/storage/r2.js";
 import { retryingStorage } from "../../lib/storage/retry.js";
 import { readAll } from "../../lib/storage/streams.js";
-import { failingStream, storageFaultConformance } from "../storage/conformance.js";
+import { storageFaultConformance } from "../storage/conformance.js";
 
 // R2-specific behaviour, beside the shared conformance suite (r2.test.ts). Both files use
 // the one emulated bucket, so every key here lives under "r2x/", which the suite never uses.
 
-const MiB = 1024 * 1024;
 const text = (s: string) => new TextEncoder().encode(s);
-const decode = (b: Uint8Array) => new TextDecoder().decode(b);
-
-/** Forwards to the real binding and records the multipart calls. */
-function recording(bucket: R2BucketLike): { bucket: R2BucketLike; calls: string[] } {
-  const calls: string[] = [];
-  return {
-    calls,
-    bucket: {
-      head: (key) => bucket.head(key),
-      get: (key) => bucket.get(key),
-      put: (key, value, options) => {
-        calls.push(`put ${value.byteLength}`);
-        return bucket.put(key, value, options);
-      },
-      delete: (key) => bucket.delete(key),
-      list: (options) => bucket.list(options),
-      async createMultipartUpload(key): Promise<R2MultipartUploadLike> {
-        calls.push("create");
-        const upload = await bucket.createMultipartUpload(key);
-        return {
-          uploadPart: (n, value) => {
-            calls.push(`part ${n} ${value.byteLength}`);
-            return upload.uploadPart(n, value);
-          },
-          abort: () => {
-            calls.push("abort");
-            return upload.abort();
-          },
-          complete: (parts) => {
-            calls.push(`complete ${parts.length}`);
-            return upload.complete(parts);
-          },
-        };
-      },
-    },
-  };
-}
-
-/** `length` bytes in uneven chunks; byte i is i mod 251. */
-function patternStream(length: number): { stream: ReadableStream<Uint8Array>; bytes: Uint8Array } {
-  const bytes = Uint8Array.from({ length }, (_, i) => i % 251);
-  let offset = 0;
-  const stream = new ReadableStream<Uint8Array>({
-    pull(controller) {
-      if (offset >= length) return controller.close();
-      const n = Math.min(777_777, length - offset);
-      controller.enqueue(bytes.slice(offset, offset + n));
-      offset += n;
-    },
-  });
-  return { stream, bytes };
-}
-
-/** "same" or where two byte arrays first differ (toEqual's diff of MiBs would exhaust the heap). */
-function compareBytes(actual: Uint8Array, expected: Uint8Array): string {
-  if (actual.byteLength !== expected.byteLength) return `length ${actual.byteLength}, expected ${expected.byteLength}`;
-  for (let i = 0; i < actual.byteLength; i++) {
-    if (actual[i] !== expected[i]) return `byte ${i} is ${actual[i]}, expected ${expected[i]}`;
-  }
-  return "same";
-}
-
-async function keysUnder(prefix: string): Promise<string[]> {
-  const keys: string[] = [];
-  for await (const info of r2Storage(env.BACKUP_BUCKET).list(prefix)) keys.push(info.key);
-  return keys.sort();
-}
 
 /** A bucket double whose methods fail as the binding does, with `(code)` at the end. */
 function failingBucket(overrides: Partial<R2BucketLike>): R2BucketLike {
   const unused = () => Promise.reject(new Error("not used in this test"));
-  return { head: unused, get: unused, put: unused, createMultipartUpload: unused, delete: unused, list: unused, ...overrides };
+  return { head: unused, get: unused, put: unused, delete: unused, list: unused, ...overrides };
 }
 
 describe("r2 driver under workerd", () => {
@@ -93,72 +25,6 @@ describe("r2 driver under workerd", () => {
     const second = await bucket.put("r2x/onlyif", text("two"), { onlyIf: { etagDoesNotMatch: "*" } });
     expect(second).toBeNull();
     expect(await (await bucket.get("r2x/onlyif"))?.text()).toBe("one");
-  });
-
-  it("the binding refuses a stream of unknown length (why streams are cut into parts)", async () => {
-    const { stream } = patternStream(10);
-    await expect(env.BACKUP_BUCKET.put("r2x/raw-stream", stream)).rejects.toThrow(/known length/);
-  });
-
-  it("sends a stream that fits in one part (exactly partSize) as a single put", async () => {
-    const { bucket, calls } = recording(env.BACKUP_BUCKET);
-    const storage = r2Storage(bucket, { partSize: 5 * MiB });
-    const { stream, bytes } = patternStream(5 * MiB);
-    await storage.put("r2x/one-part", stream);
-    expect(calls).toEqual([`put ${5 * MiB}`]);
-    expect(compareBytes(await readAll(await storage.get("r2x/one-part")), bytes)).toBe("same");
-  });
-
-  it("sends a longer stream as a multipart upload of equal parts and a shorter last one", async () => {
-    const { bucket, calls } = recording(env.BACKUP_BUCKET);
-    const storage = r2Storage(bucket, { partSize: 5 * MiB });
-    const { stream, bytes } = patternStream(12 * MiB + 3);
-    await storage.put("r2x/multi", stream);
-    expect(calls).toEqual(["create", `part 1 ${5 * MiB}`, `part 2 ${5 * MiB}`, `part 3 ${2 * MiB + 3}`, "complete 3"]);
-    expect((await storage.head("r2x/multi")).size).toBe(bytes.byteLength);
-    expect(compareBytes(await readAll(await storage.get("r2x/multi")), bytes)).toBe("same");
-  });
-
-  it("aborts the multipart upload when the body fails after parts went up: old object kept, nothing new", async () => {
-    const { bucket, calls } = recording(env.BACKUP_BUCKET);
-    const storage = r2Storage(bucket, { partSize: 5 * MiB });
-    await storage.put("r2x/abort/existing", text("the old object"));
-    const err = await storage.put("r2x/abort/existing", failingStream(12 * MiB)).then(
-      () => null,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(StorageError);
-    expect((err as StorageError).message).toMatch(/injected failure/);
-    expect(calls).toEqual(["put 14", "create", `part 1 ${5 * MiB}`, `part 2 ${5 * MiB}`, "abort"]);
-    expect(decode(await readAll(await storage.get("r2x/abort/existing")))).toBe("the old object");
-    await expect(storage.put("r2x/abort/new", failingStream(12 * MiB))).rejects.toThrow(/injected failure/);
-    expect(await keysUnder("r2x/abort/")).toEqual(["r2x/abort/existing"]);
-  });
-
-  it("putIfAbsent takes a stream body, and refuses one over its buffer limit without writing", async () => {
-    const storage = r2Storage(env.BACKUP_BUCKET, { putIfAbsentMaxBytes: MiB });
-    expect(await storage.putIfAbsent("r2x/pia/stream", patternStream(1000).stream)).toBe(true);
-    expect(await storage.putIfAbsent("r2x/pia/stream", patternStream(10).stream)).toBe(false);
-    expect((await storage.head("r2x/pia/stream")).size).toBe(1000);
-    let cancelled = false;
-    const endless = new ReadableStream<Uint8Array>({
-      pull: (controller) => controller.enqueue(new Uint8Array(300_000).fill(1)),
-      cancel: () => {
-        cancelled = true;
-      },
-    });
-    const err = await storage.putIfAbsent("r2x/pia/big", endless).then(
-      () => null,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(StorageError);
-    expect((err as StorageError).message).toMatch(/cannot be written conditionally/);
-    expect(cancelled).toBe(true);
-    expect(await keysUnder("r2x/pia/")).toEqual(["r2x/pia/stream"]);
-  });
-
-  it("rejects a part size below R2's 5 MiB minimum", () => {
-    expect(() => r2Storage(env.BACKUP_BUCKET, { partSize: MiB })).toThrow(RangeError);
   });
 });
 
@@ -242,7 +108,7 @@ describe("r2 driver error handling (bucket double)", () => {
 /**
  * The binding as a transport that damages bodies over `limit` bytes: `short` passes on only
  * their first `limit` bytes (checksums as the driver sent them), `cut` fails the call as a
- * dropped connection does. Puts and multipart parts alike.
+ * dropped connection does.
  */
 function faultyBucket(mode: "short" | "cut", limit: number): R2BucketLike {
   const bucket = env.BACKUP_BUCKET as unknown as R2BucketLike;
@@ -257,22 +123,14 @@ function faultyBucket(mode: "short" | "cut", limit: number): R2BucketLike {
     put: async (key, value, options) => bucket.put(key, damage(value), options),
     delete: (key) => bucket.delete(key),
     list: (options) => bucket.list(options),
-    async createMultipartUpload(key) {
-      const upload = await bucket.createMultipartUpload(key);
-      return {
-        uploadPart: async (n, value) => upload.uploadPart(n, damage(value)),
-        abort: () => upload.abort(),
-        complete: (parts) => upload.complete(parts),
-      };
-    },
   };
 }
 
 storageFaultConformance(
   "r2 (workerd)",
   {
-    shortWrite: async (limit) => ({ storage: r2Storage(faultyBucket("short", limit), { partSize: 5 * MiB }) }),
-    cutWrite: async (limit) => ({ storage: r2Storage(faultyBucket("cut", limit), { partSize: 5 * MiB }) }),
+    shortWrite: async (limit) => ({ storage: r2Storage(faultyBucket("short", limit)) }),
+    cutWrite: async (limit) => ({ storage: r2Storage(faultyBucket("cut", limit)) }),
   },
   "r2x/fault/",
 );
