@@ -26,8 +26,6 @@ export interface ServiceOptions {
   /** Shown in /status; the store's key prefix. */
   storagePrefix: string;
   retention: RetentionConfig;
-  /** IMAGE_KEEP: restore images kept by prune (default: all). */
-  imageKeep?: number;
   /** Default interval (seconds) of `backupIfDue`: BACKUP_MIN_INTERVAL. */
   backupMinIntervalSeconds?: number;
   log?: Logger;
@@ -129,7 +127,7 @@ export class BackupService {
 
   /** The service as a runtime builds it from configuration. */
   static fromConfig(config: Config, parts: Pick<ServiceOptions, "chroma" | "storage" | "log" | "holder">): BackupService {
-    return new BackupService({ ...parts, storagePrefix: config.storage.prefix, retention: config.retention, imageKeep: config.images.keep, backupMinIntervalSeconds: config.backupMinIntervalSeconds, lockTtlMs: config.lockTtlMs, signingKeys: config.signingKeys });
+    return new BackupService({ ...parts, storagePrefix: config.storage.prefix, retention: config.retention, backupMinIntervalSeconds: config.backupMinIntervalSeconds, lockTtlMs: config.lockTtlMs, signingKeys: config.signingKeys });
   }
 
   constructor(private readonly options: ServiceOptions) {
@@ -267,7 +265,7 @@ export class BackupService {
       for (const w of manifest.warnings) if (w.startsWith(DROP_WARNING_PREFIX)) this.log("warn", w, { snapshot: manifest.id, records: manifest.records, collections: manifest.collections.length });
       let retention: PruneResult | null = null;
       try {
-        retention = await prune(this.storage, this.retention, { keys: this.manifestKeys, now: this.now, imageKeep: this.options.imageKeep });
+        retention = await prune(this.storage, this.retention, { keys: this.manifestKeys, now: this.now });
       } catch (err) {
         // The snapshot is committed; a failed rotation is retried by the next one.
         this.log("warn", "retention after backup failed", { snapshot: manifest.id, error: (err as Error).message });
@@ -438,11 +436,11 @@ export class BackupService {
       keepSafety: this.retention.keepSafety,
       keepBeforeDrop: this.retention.keepBeforeDrop,
     };
-    if (request.dryRun) return prune(this.storage, rules, { dryRun: true, limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys, imageKeep: this.options.imageKeep });
+    if (request.dryRun) return prune(this.storage, rules, { dryRun: true, limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys });
     return this.exclusive("prune", async () => {
       const lease = await this.lock.acquire("prune", this.holder);
       try {
-        return await prune(this.storage, rules, { limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys, imageKeep: this.options.imageKeep });
+        return await prune(this.storage, rules, { limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys });
       } finally {
         await lease.release();
       }
