@@ -14,7 +14,7 @@ const relativePath = v.pipe(
   v.check((p) => isSafeRelativePath(p), "not a safe relative path"),
 );
 
-const ImageManifestSchema = v.strictObject({
+const ImageManifestSchema = v.object({
   formatVersion: v.literal(1),
   snapshot: v.pipe(v.string(), v.check(isSnapshotId, "not a snapshot id")),
   chromaVersion: v.pipe(v.string(), v.minLength(1)),
@@ -22,14 +22,14 @@ const ImageManifestSchema = v.strictObject({
   bytes: count,
   storedBytes: count,
   files: v.array(
-    v.strictObject({
+    v.object({
       path: relativePath,
       size: count,
       sha256: hash,
-      chunks: v.array(v.strictObject({ hash, bytes: count, size: count })),
+      chunks: v.array(v.object({ hash, bytes: count, size: count })),
     }),
   ),
-  collections: v.array(v.strictObject({ name: v.string(), records: count, sampleIds: v.array(v.string()) })),
+  collections: v.array(v.object({ name: v.string(), records: count, sampleIds: v.array(v.string()) })),
 });
 
 export function isSafeRelativePath(path: string): boolean {
