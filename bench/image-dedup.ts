@@ -10,19 +10,22 @@
  * result is imaged into the same store. With --sizes, the same files are also cut with
  * other CDC sizes and compressed offline (no store), the new stored bytes counted the same way.
  */
+import { execFileSync } from "node:child_process";
 import { cp, mkdtemp, rm } from "node:fs/promises";
 import { createReadStream } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startEmbeddedChroma } from "../lib/chroma/embedded.js";
 import { cdcChunks, type CdcSizes } from "../lib/images/cdc.js";
-import { downloadImage, uploadImage } from "../lib/images/store.js";
+import { downloadImage, readImage, uploadImage } from "../lib/images/store.js";
 import { listDataFiles } from "../lib/images/upload.js";
 import type { ImageManifest } from "../lib/images/types.js";
 import { sha256Hex } from "../lib/snapshot/chunk.js";
 import { deflateSection } from "../lib/snapshot/codec.js";
 import { fsStorage } from "../lib/storage/fs.js";
 import { collectionSpecs, generateCollections, loadCorpus, mulberry32, rest, seedCollection, splitCounts, type GeneratedCollection } from "./dataset.js";
+
+if (process.argv[2] === "--child") await child(process.argv[3] as "upload" | "download", process.argv[4]!, process.argv[5]!);
 
 const records = Number(process.argv[2] ?? 20000);
 const percent = Number(process.argv[3] ?? 1);
@@ -77,6 +80,11 @@ try {
   const ratio = (r: { uploadedBytes: number; manifest: ImageManifest }) => (r.uploadedBytes / r.manifest.storedBytes).toFixed(3);
   log(`image: ${mb(first.manifest.bytes)} of files, ${mb(first.manifest.storedBytes)} stored, ${first.manifest.files.reduce((n, f) => n + f.chunks.length, 0)} chunks; upload ${Math.round(uploadMs)} ms, download ${Math.round(downloadMs)} ms (fs store)`);
   for (const f of first.manifest.files) log(`  ${f.path}: ${mb(f.size)}`);
+  // Peak RSS of a process that only uploads / only downloads this image (its own store).
+  const rssStore = join(work, "rss-store");
+  const up = inChild("upload", rssStore, base);
+  const down = inChild("download", rssStore, join(work, "rss-download"));
+  log(`peak RSS: upload ${up.peakRssMb} MB (${up.ms} ms), download ${down.peakRssMb} MB (${down.ms} ms); a bare process ${up.baseRssMb} MB`);
   log(`${percent}% upserted: uploaded ${mb(afterUpsert.uploadedBytes)} of ${mb(afterUpsert.manifest.storedBytes)} stored = ${ratio(afterUpsert)}`);
   log(`${percent}% added:    uploaded ${mb(afterAdd.uploadedBytes)} of ${mb(afterAdd.manifest.storedBytes)} stored = ${ratio(afterAdd)}`);
 
@@ -110,6 +118,22 @@ try {
   }
 } finally {
   await rm(work, { recursive: true, force: true });
+}
+
+/** Runs this file again as a child doing one upload or download; its peak RSS (maxRSS) and time. */
+function inChild(mode: "upload" | "download", storeDir: string, dir: string): { ms: number; peakRssMb: number; baseRssMb: number } {
+  const out = execFileSync(process.execPath, [...process.execArgv, process.argv[1]!, "--child", mode, storeDir, dir], { encoding: "utf8" });
+  return JSON.parse(out.trim().split("\n").pop()!) as { ms: number; peakRssMb: number; baseRssMb: number };
+}
+
+async function child(mode: "upload" | "download", storeDir: string, dir: string): Promise<never> {
+  const storage = fsStorage(storeDir);
+  const baseRssMb = Math.round(process.resourceUsage().maxRSS / 1024);
+  const t = performance.now();
+  if (mode === "upload") await uploadImage(storage, dir, { snapshot: "20261209T000000Z-0009", chromaVersion: "bench", collections: [] });
+  else await downloadImage(storage, await readImage(storage, "20261209T000000Z-0009"), dir);
+  console.log(JSON.stringify({ ms: Math.round(performance.now() - t), peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024), baseRssMb }));
+  process.exit(0);
 }
 
 async function withChroma(dataDir: string, fn: (url: string) => Promise<void>): Promise<void> {
