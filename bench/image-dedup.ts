@@ -85,8 +85,8 @@ try {
   const up = inChild("upload", rssStore, base);
   const down = inChild("download", rssStore, join(work, "rss-download"));
   log(`peak RSS: upload ${up.peakRssMb} MB (${up.ms} ms), download ${down.peakRssMb} MB (${down.ms} ms); a bare process ${up.baseRssMb} MB`);
-  log(`${percent}% upserted: uploaded ${mb(afterUpsert.uploadedBytes)} of ${mb(afterUpsert.manifest.storedBytes)} stored = ${ratio(afterUpsert)}`);
-  log(`${percent}% added:    uploaded ${mb(afterAdd.uploadedBytes)} of ${mb(afterAdd.manifest.storedBytes)} stored = ${ratio(afterAdd)}`);
+  log(`${percent}% upserted: uploaded ${mb(afterUpsert.uploadedBytes)} of ${mb(afterUpsert.manifest.storedBytes)} stored = ${ratio(afterUpsert)}; new per file: ${newPerFile(first.manifest, afterUpsert.manifest)}`);
+  log(`${percent}% added:    uploaded ${mb(afterAdd.uploadedBytes)} of ${mb(afterAdd.manifest.storedBytes)} stored = ${ratio(afterAdd)}; new per file: ${newPerFile(first.manifest, afterAdd.manifest)}`);
 
   // Other sizes, offline: per file, the stored bytes of chunks the first image lacks.
   const sizes: CdcSizes[] = !compareSizes ? [] : [
@@ -118,6 +118,18 @@ try {
   }
 } finally {
   await rm(work, { recursive: true, force: true });
+}
+
+/** Each file's share of stored bytes in chunks the `before` image lacks (HNSW segment folders shortened). */
+function newPerFile(before: ImageManifest, after: ImageManifest): string {
+  const known = new Set(before.files.flatMap((f) => f.chunks.map((c) => c.hash)));
+  return after.files
+    .map((f) => {
+      const total = f.chunks.reduce((n, c) => n + c.bytes, 0);
+      const novel = f.chunks.filter((c) => !known.has(c.hash)).reduce((n, c) => n + c.bytes, 0);
+      return `${f.path.replace(/^([0-9a-f]{8})[0-9a-f-]{28}\//, "$1…/")} ${(novel / Math.max(total, 1)).toFixed(2)}`;
+    })
+    .join(", ");
 }
 
 /** Runs this file again as a child doing one upload or download; its peak RSS (maxRSS) and time. */

@@ -33,7 +33,10 @@ export async function downloadImage(
   for (const f of manifest.files) if (!isSafeRelativePath(f.path)) throw new ImageCorruptError(`image of snapshot ${manifest.snapshot}: unsafe path ${JSON.stringify(f.path)}`, manifest.snapshot, null);
   const parent = dirname(targetDir);
   await mkdir(parent, { recursive: true });
-  const temp = join(parent, `.${basename(targetDir)}.image-${randomBytes(4).toString("hex")}`);
+  const tempPrefix = `.${basename(targetDir)}.image-`;
+  // What a download killed half way left beside this target: never used, only in the way.
+  for (const name of await readdir(parent)) if (name.startsWith(tempPrefix)) await rm(join(parent, name), { recursive: true, force: true });
+  const temp = join(parent, `${tempPrefix}${randomBytes(4).toString("hex")}`);
   await mkdir(temp);
   const chunks = new ChunkReader(storage, manifest);
   try {

@@ -179,6 +179,15 @@ describe("restore images of a real Chroma data directory", () => {
       expect(await readdir(join(parent, "data"))).toEqual([]);
     });
 
+    it("clears what a download killed half way left beside the target", async () => {
+      const parent = join(work, "killed");
+      await mkdir(join(parent, ".data.image-0badf00d", "seg"), { recursive: true });
+      await writeFile(join(parent, ".data.image-0badf00d", "seg", "half"), "x");
+      await writeFile(join(parent, "unrelated"), "kept");
+      await downloadImage(storage, manifest, join(parent, "data"));
+      expect((await readdir(parent)).sort()).toEqual(["data", "unrelated"]);
+    });
+
     it("refuses a target that holds anything", async () => {
       const target = join(work, "full-target");
       await mkdir(target, { recursive: true });
