@@ -69,7 +69,7 @@ export function parseImageManifest(bytes: Uint8Array, expectedSnapshot: string, 
   };
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
   } catch {
     return corrupt("is not UTF-8");
   }
