@@ -12,7 +12,7 @@ const COMPACT_BELOW_LIVE_FRACTION = 0.5;
 /**
  * What the previous snapshot of a collection already holds, by record digest: a record
  * read now whose digest is there stays where it is (its chunk is referenced again).
- * About 30 bytes per previous record (DigestIndex, plus where each one sits and whether
+ * 27 to 33 bytes per previous record (DigestIndex, plus where each one sits and whether
  * it was claimed), whatever the size of the records.
  */
 export class PreviousIndex {

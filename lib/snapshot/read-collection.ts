@@ -40,7 +40,7 @@ export interface ReadCounts {
  * read, until a pass sees the count hold (a few passes at most).
  */
 export async function* readCollection(chroma: ChromaRest, collectionId: string, options: ReadOptions, counts: ReadCounts): AsyncGenerator<RecordBatch> {
-  const seen = new SeenIds();
+  const seen = new SeenIds(counts.atStart);
   const buffers = new ResponseBuffers();
   const fetch = (ids: string[]) => chroma.getRecordsByIds(collectionId, ids, buffers);
   /** The page's records not yielded before (a page comes back empty when its records were deleted since they were listed). */

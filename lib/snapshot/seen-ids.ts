@@ -2,7 +2,7 @@ import * as crypto from "node:crypto";
 import { DigestIndex } from "./digest-index.js";
 
 /**
- * The ids a backup has read from one collection, 24 to 32 bytes each (DigestIndex) instead
+ * The ids a backup has read from one collection, 22 to 28 bytes each (DigestIndex) instead
  * of the strings themselves (~100 bytes in a Set).
  *
  * An id is kept as the first 16 bytes of its SHA-256. Why that cannot lose a record: two
@@ -13,8 +13,13 @@ import { DigestIndex } from "./digest-index.js";
  * 2^32 tries and make a backup skip a record as already read.
  */
 export class SeenIds {
-  private readonly index = new DigestIndex();
+  private readonly index: DigestIndex;
   private readonly scratch = new Uint8Array(16);
+
+  /** `expected`: about how many ids will be added (room for them is taken at once). */
+  constructor(expected = 0) {
+    this.index = new DigestIndex(expected);
+  }
 
   get size(): number {
     return this.index.size;
