@@ -127,7 +127,6 @@ export async function takeSnapshot(chroma: ChromaRest, storage: Storage, options
   return manifest;
 }
 
-
 /** One collection read; its new chunks may still be uploading. */
 interface CollectionTaken {
   collection: CollectionInfo;
