@@ -15,7 +15,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { gunzipSync } from "node:zlib";
-import { fnv1a } from "../lib/snapshot/backup.js";
+import { fnv1a } from "../lib/snapshot/chunker.js";
 
 export { mulberry32 } from "../test/fixtures/dataset.js";
 import { mulberry32 } from "../test/fixtures/dataset.js";

@@ -1,5 +1,6 @@
 import { ImageCorruptError, NotFoundError } from "../errors.js";
-import { forEachLimited, listSnapshotIds } from "../snapshot/catalog.js";
+import { forEachLimited } from "../concurrency.js";
+import { listSnapshotIds } from "../snapshot/catalog.js";
 import type { ManifestKeys } from "../snapshot/signing.js";
 import { isNotFound } from "../storage/errors.js";
 import { readAll, TooLargeError } from "../storage/streams.js";

@@ -4,6 +4,7 @@ import { readAll, TooLargeError } from "../storage/streams.js";
 import type { Storage } from "../storage/types.js";
 import { isSnapshotId, manifestKey, parseManifest, type Manifest } from "./manifest.js";
 import type { ManifestKeys } from "./signing.js";
+import { forEachLimited } from "../concurrency.js";
 
 /** Manifests are small; a bigger one is not ours. */
 const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
@@ -66,17 +67,4 @@ export async function readCatalog(storage: Storage, keys?: ManifestKeys): Promis
 
 export function newestFirst(a: Manifest, b: Manifest): number {
   return a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
-}
-
-/** Runs `fn` over `items` with at most `width` at once. */
-export async function forEachLimited<T>(items: readonly T[], width: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(width, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        await fn(items[i]!, i);
-      }
-    }),
-  );
 }

@@ -2,13 +2,12 @@ import type { ChromaRest, CollectionInfo } from "../chroma/rest.js";
 import { jsonLogger, type Logger } from "../log.js";
 import { InvalidRequestError, NotFoundError, SnapshotCorruptError } from "../errors.js";
 import type { Storage } from "../storage/types.js";
-import { asIncompatible, checkCollections, probeTarget, schemaWarnings, type TargetCapabilities } from "./compatibility.js";
+import { checkCollections, probeTarget, schemaWarnings, type TargetCapabilities } from "./compatibility.js";
 import { ASIDE_STALE_MS, asideName, buildingAside, sweepAsideCollections } from "./aside.js";
 import type { ProgressEvent } from "./progress.js";
 import type { CollectionEntry, Manifest } from "./manifest.js";
 import { readChunk } from "./read-chunk.js";
-import { filterBatch, sliceBatch, type RecordBatch } from "./records.js";
-
+import { writeRecords } from "./write-records.js";
 
 export interface RestoreOptions {
   /** Collections of the snapshot to restore; all when omitted. */
@@ -119,50 +118,4 @@ async function mergeCollection(chroma: ChromaRest, storage: Storage, entry: Coll
   const existing = found ?? (await createAsInSnapshot(chroma, target, entry, capabilities));
   await writeRecords(chroma, storage, entry, existing, "upsert", options);
   return found ? null : existing;
-}
-
-/**
- * Streams the collection's chunks into Chroma: downloads and decodes run `prefetch`
- * chunks ahead of the writes, and writes go in batches no larger than the server takes.
- */
-async function writeRecords(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, into: CollectionInfo, mode: "add" | "upsert", options: RestoreOptions): Promise<void> {
-  const maxBatch = await chroma.maxBatchSize();
-  const prefetch = Math.max(1, options.prefetch ?? 2);
-  const writeLimit = Math.max(1, options.writeConcurrency ?? 2);
-  const load = (i: number): Promise<RecordBatch> => {
-    const ref = entry.chunks[i]!;
-    const drop = new Set(ref.drop ?? []);
-    const loaded = readChunk(storage, ref, entry.name, entry.dimension).then((batch) => (drop.size > 0 ? filterBatch(batch, (r) => !drop.has(r)) : batch));
-    loaded.catch(() => {}); // surfaces when awaited
-    return loaded;
-  };
-  const queue: Promise<RecordBatch>[] = [];
-  for (let i = 0; i < Math.min(prefetch, entry.chunks.length); i++) queue.push(load(i));
-  const inflight = new Set<Promise<void>>();
-  const state: { failure: { error: unknown } | null } = { failure: null };
-  let written = 0;
-  for (let i = 0; i < entry.chunks.length; i++) {
-    options.signal?.throwIfAborted();
-    const batch = await queue.shift()!;
-    if (i + prefetch < entry.chunks.length) queue.push(load(i + prefetch));
-    for (let start = 0; start < batch.ids.length; start += maxBatch) {
-      while (inflight.size >= writeLimit) await Promise.race(inflight);
-      if (state.failure) throw state.failure.error;
-      options.signal?.throwIfAborted();
-      const part = sliceBatch(batch, start, Math.min(batch.ids.length, start + maxBatch));
-      const task: Promise<void> = chroma
-        .writeRecords(into.id, part, mode)
-        .then(() => {
-          written += part.ids.length;
-          options.onProgress?.({ collection: entry.name, records: written, totalRecords: entry.records, bytes: 0 });
-        })
-        .catch((error: unknown) => {
-          state.failure ??= { error: asIncompatible(error, entry.name, part) };
-        })
-        .finally(() => inflight.delete(task));
-      inflight.add(task);
-    }
-  }
-  await Promise.all(inflight);
-  if (state.failure) throw state.failure.error;
 }

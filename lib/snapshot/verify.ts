@@ -1,6 +1,6 @@
 import { SnapshotCorruptError } from "../errors.js";
 import type { Storage } from "../storage/types.js";
-import { forEachLimited } from "./catalog.js";
+import { forEachLimited } from "../concurrency.js";
 import type { Manifest } from "./manifest.js";
 import { checkStoredChunk } from "./read-chunk.js";
 
