@@ -1,6 +1,6 @@
 import { deflateSync, Inflate } from "fflate";
 import { ResourceLimitError } from "../errors.js";
-import { createDeflatePool, type DeflatePool } from "./deflate-pool.js";
+import { createDeflatePool, type DeflatePool } from "#deflate-pool";
 
 /**
  * Raw deflate (RFC 1951) for a chunk's sections: fflate on every runtime, the same code

@@ -84,13 +84,13 @@ it("arbitrary bytes are either a deflate stream of exactly the claimed size or r
 });
 
 it("a deflate bomb is refused in the first input step, whichever deflater made it: one step fed, one step's input read", () => {
-  const zeros = new Uint8Array(36 * 1024 * 1024); // 36 MiB of zeros: ~36 KB deflated, ~1000:1
+  const zeros = new Uint8Array(34 * 1024 * 1024); // 34 MiB of zeros: ~35 KB deflated, ~1000:1
   for (const [name, bomb] of [
     ["node:zlib level 9", deflateRawSync(zeros, { level: 9 })],
     ["fflate level 1", deflateSync(zeros, { level: 1 })],
   ] as const) {
     expect(bomb.byteLength, name).toBeGreaterThan(2 * INFLATE_STEP); // more than two input steps
-    for (const claim of [0, 100, 1_000_000]) {
+    for (const claim of [0, 1_000_000]) {
       const steps: [number, number][] = [];
       const before = inflateStepsTaken();
       expect(() => inflateSection(bomb, claim, (input, output) => steps.push([input, output])), `${name}, claiming ${claim}`).toThrow(/more than/);
