@@ -10,10 +10,14 @@ import { createDeflatePool, type DeflatePool } from "#deflate-pool";
  * both write standard raw deflate.
  *
  * Deflate runs on a pool of worker threads in Node (deflate-pool.ts), so a backup keeps
- * parsing Chroma's pages meanwhile; in a Worker on the calling thread, whole. fflate's
- * streaming Deflate, fed as the text is produced, costs twice the CPU of deflateSync on
- * the same bytes (bench/codec.ts: 1.9 MB of text, NUMBERS_DEFLATE) and would save at
- * most one chunk's text of memory: not worth it where CPU time is the binding limit.
+ * parsing Chroma's pages meanwhile; in a Worker on the calling thread, whole.
+ * `npx tsx bench/codec.ts`, 1.9 MB of the bench's text at level 2, fastest of 20 (a
+ * shared machine, load 8-19): node:zlib 19 ms (before issue 14, in its thread pool),
+ * fflate deflateSync 31 ms (3% smaller output), the pool 36 ms a call including the
+ * hand-over, fflate's async deflate() 125 ms (a Worker started per call). fflate's
+ * streaming Deflate, fed as the text is produced, took 36-38 ms for the same bytes and
+ * would save one copy of a chunk's text (a few MB): not worth ~20% more CPU where CPU
+ * time is the binding limit (a Worker's).
  */
 
 /** What a writer asks of a section's compression. */
@@ -49,8 +53,9 @@ export function deflateSection(bytes: Uint8Array, options: DeflateOptions): Prom
 /**
  * Input fed to the inflater per step. Deflate expands at most ~1032:1, so a bomb's one
  * step writes at most ~17 MB (a Worker has 128 MB). fflate's streaming Inflate pays per
- * step (it reallocates its output window), so smaller steps cost more per byte:
- * NUMBERS_INFLATE.
+ * step (it reallocates its output window), so smaller steps cost more per byte: on the
+ * 1.9 MB text (bench/codec.ts, fastest of 20) 8 KiB steps 18 ms, 16 KiB 13-17 ms, 64 KiB
+ * 11-13 ms, fflate in one shot 9 ms, node:zlib (before issue 14) 3.5 ms.
  */
 export const INFLATE_STEP = 16 * 1024;
 

@@ -5,8 +5,9 @@ import { ResourceLimitError } from "../errors.js";
 /**
  * A small pool of worker threads running fflate's deflateSync, so that in Node a backup
  * keeps parsing Chroma's pages while its chunks compress (node:zlib's thread pool did
- * that before issue 14). fflate's own async `deflate()` starts a Worker per call: 375 ms
- * a call here (bench/codec.ts), against 1-2 ms of messaging for a persistent thread.
+ * that before issue 14). fflate's own async `deflate()` starts a Worker per call: 125 ms
+ * or more a call on 1.9 MB here (bench/codec.ts), against 36 ms on a persistent thread,
+ * hand-over included (31 ms of it deflating).
  *
  * Node only, and loaded without an import statement (process.getBuiltinModule), so no
  * bundle gains a static node:worker_threads import. The worker is `eval` code that
@@ -49,7 +50,7 @@ export interface DeflatePool {
   /**
    * fflate's raw deflate of `bytes` at `level`, on a pool thread. `bytes` is copied,
    * unless `handOver` and it spans its whole buffer: then that buffer moves to the thread
-   * (detached here; ~2 ms saved per 1.9 MB section on this machine).
+   * (detached here; the copy took ~2 ms per 1.9 MB section on this busy machine).
    */
   deflate(bytes: Uint8Array, level: number, handOver?: boolean): Promise<Uint8Array>;
   /** Ends the threads (pending tasks fail). The pool starts new ones if used again. */
