@@ -133,7 +133,13 @@ export function createDeflatePool(size?: number): DeflatePool | null {
       return new Promise<Uint8Array>((resolve, reject) => {
         thread.pending.set(id, { resolve, reject });
         thread.worker.ref();
-        thread.worker.postMessage(task, [task.bytes.buffer as ArrayBuffer]);
+        try {
+          thread.worker.postMessage(task, [task.bytes.buffer as ArrayBuffer]);
+        } catch (err) {
+          thread.pending.delete(id);
+          if (thread.pending.size === 0) thread.worker.unref();
+          reject(err as Error);
+        }
       });
     },
     async close() {
