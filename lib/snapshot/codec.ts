@@ -1,118 +1,98 @@
 import { deflateSync, Inflate } from "fflate";
-import type * as NodeZlibModule from "node:zlib"; // types only: erased, never loaded
 import { ResourceLimitError } from "../errors.js";
+import { createDeflatePool, type DeflatePool } from "#deflate-pool";
 
 /**
- * Raw deflate (RFC 1951) for a chunk's sections, chosen by runtime.
+ * Raw deflate (RFC 1951) for a chunk's sections: fflate on every runtime, the same code
+ * and the same memory behaviour in Node and in a Worker (issue 14: node:zlib under
+ * workerd's nodejs_compat is not Node's zlib; a restore of real text failed there with
+ * "Memory limit exceeded"). Chunks written by node:zlib before (format 2) read the same:
+ * both write standard raw deflate.
  *
- * Inflate: fflate's streaming Inflate in a Worker (and wherever Node's zlib is absent):
- * node:zlib under workerd's nodejs_compat is not Node's zlib, and a restore of 2,000
- * records of real text failed there with "Memory limit exceeded". In Node, node:zlib
- * with `maxOutputLength` (it stops as soon as the output passes the claimed size), which
- * `npx tsx bench/codec.ts` measured at 6.9 ms on a 1.9 MB text section of the bench's
- * text, against 41.5 ms for fflate in 8 KiB steps (24 ms in one shot); restore and verify
- * inflate every section.
- *
- * Deflate: fflate in a Worker (and wherever Node's zlib is absent); node:zlib in Node,
- * where fflate costs speed. Same text, level 2 (bench/codec.ts): node:zlib 28 ms in its
- * thread pool (off the main thread, so a backup keeps parsing Chroma's pages meanwhile),
- * fflate's deflateSync 68 ms on the main thread (3% smaller); the high-byte plane 0.5 ms
- * (Huffman only) against 2.5 ms. Issue 14 measured a backup of 20,000 records at 0.97 of
- * a raw read with node:zlib, 1.17 with fflate. Both write standard raw deflate, and the
- * one inflater reads either.
+ * Deflate runs on a pool of worker threads in Node (deflate-pool.ts), so a backup keeps
+ * parsing Chroma's pages meanwhile; in a Worker on the calling thread, whole.
+ * `npx tsx bench/codec.ts`, 1.9 MB of the bench's text at level 2, fastest of 20 (a
+ * shared machine, load 8-19): node:zlib 19 ms (before issue 14, in its thread pool),
+ * fflate deflateSync 31 ms (3% smaller output), the pool 36 ms a call including the
+ * hand-over, fflate's async deflate() 125 ms (a Worker started per call). fflate's
+ * streaming Deflate, fed as the text is produced, took 36-38 ms for the same bytes and
+ * would save one copy of a chunk's text (a few MB): not worth ~20% more CPU where CPU
+ * time is the binding limit (a Worker's).
  */
 
 /** What a writer asks of a section's compression. */
 export interface DeflateOptions {
   level: number;
-  /** Huffman coding only (no string matching): for the embeddings' high-byte plane. */
+  /** The embeddings' high-byte plane: fflate has no Huffman-only strategy, so level 1, its cheapest matching. */
   huffmanOnly?: boolean;
+  /** The caller gives `bytes` up: in Node its buffer may move to the pool thread (detached) instead of being copied. */
+  handOver?: boolean;
 }
 
-type NodeZlib = typeof NodeZlibModule;
+/** Which deflater writes sections (tests and logs): fflate everywhere since issue 14. */
+export const deflateCodec = "fflate" as const;
 
-/**
- * node:zlib when running in Node, else null. Read through process.getBuiltinModule
- * (no import statement), so the Worker bundle carries no node:zlib on this path, and
- * workerd (whose navigator.userAgent says so) never uses its nodejs_compat zlib.
- */
-function nodeZlib(): NodeZlib | null {
-  if ((globalThis as { navigator?: { userAgent?: string } }).navigator?.userAgent === "Cloudflare-Workers") return null;
-  const proc = (globalThis as { process?: { release?: { name?: string }; getBuiltinModule?: (id: string) => unknown } }).process;
-  if (proc?.release?.name !== "node" || typeof proc.getBuiltinModule !== "function") return null;
-  return (proc.getBuiltinModule("node:zlib") as NodeZlib | undefined) ?? null;
-}
+/** Below this, a section is deflated on the calling thread: the round trip to a pool thread would cost more. */
+const POOL_MIN_BYTES = 32 * 1024;
 
-const zlib = nodeZlib();
-
-/** Which deflate this runtime uses (tests and logs). */
-export const deflateCodec: "node:zlib" | "fflate" = zlib ? "node:zlib" : "fflate";
+let pool: DeflatePool | null | undefined;
 
 export function deflateSection(bytes: Uint8Array, options: DeflateOptions): Promise<Uint8Array> {
-  if (!zlib) {
-    // fflate has no Huffman-only strategy; level 1 is its cheapest matching (measured on the plane: same size class).
-    const level = (options.huffmanOnly ? 1 : Math.min(Math.max(options.level, 0), 9)) as 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9;
-    try {
-      return Promise.resolve(deflateSync(bytes, { level }));
-    } catch (err) {
-      return Promise.reject(isResourceLimit(err) ? new ResourceLimitError(`deflate ran out of a resource: ${(err as Error).message}`, { cause: err }) : err);
-    }
+  const level = (options.huffmanOnly ? 1 : Math.min(Math.max(Math.round(options.level), 0), 9)) as 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9;
+  if (bytes.byteLength >= POOL_MIN_BYTES) {
+    pool ??= createDeflatePool();
+    if (pool) return pool.deflate(bytes, level, options.handOver);
   }
-  const z = zlib;
-  // Output in steps of up to 256 KiB: each step is a round trip between the pool and the
-  // main thread (the default 16 KiB made them a measurable share of the backup's CPU).
-  const chunkSize = Math.min(Math.max(bytes.byteLength, 64 * 1024), 256 * 1024);
-  const zopts = options.huffmanOnly
-    ? { strategy: z.constants.Z_HUFFMAN_ONLY, chunkSize }
-    : // memLevel 9: zlib's largest hash table, 7-17% faster here at the same size.
-      { level: options.level, memLevel: 9, chunkSize };
-  return new Promise((resolve, reject) => z.deflateRaw(bytes, zopts, (err, out) => (err ? reject(err) : resolve(out))));
+  try {
+    return Promise.resolve(deflateSync(bytes, { level }));
+  } catch (err) {
+    return Promise.reject(isResourceLimit(err) ? new ResourceLimitError(`deflate ran out of a resource: ${(err as Error).message}`, { cause: err }) : err);
+  }
 }
 
 /**
  * Input fed to the inflater per step. Deflate expands at most ~1032:1, so a bomb's one
- * step writes at most ~8.5 MB (a Worker has 128 MB). Smaller steps cost more per byte
- * (8 KiB: 41.5 ms against 24 ms in one shot on 1.9 MB, bench/codec.ts); bigger ones let
- * a bomb write more before it is stopped.
+ * step writes at most ~17 MB (a Worker has 128 MB). fflate's streaming Inflate pays per
+ * step (it reallocates its output window), so smaller steps cost more per byte: on the
+ * 1.9 MB text (bench/codec.ts, fastest of 20) 8 KiB steps 18 ms, 16 KiB 13-17 ms, 64 KiB
+ * 11-13 ms, fflate in one shot 9 ms, node:zlib (before issue 14) 3.5 ms.
  */
-const INFLATE_STEP = 8 * 1024;
+export const INFLATE_STEP = 16 * 1024;
 
-/** Why an inflate failed: the bytes are not what they claim, or the runtime ran out of a resource. */
+/** Why an inflate failed: the bytes are not what they claim (corruption, never a resource limit). */
 export class InflateError extends Error {
   override name = "InflateError";
 }
 
+let stepsTaken = 0;
+
+/** Input steps inflateSection has fed, in this thread since it started (tests: a bomb is refused within one step). */
+export const inflateStepsTaken = (): number => stepsTaken;
+
+/** After each input step: where the input read so far ends, and the output it made (counted, including any excess). */
+export type InflateStepWatcher = (inputEnd: number, output: number) => void;
+
 /**
  * Inflates raw deflate to exactly `size` bytes, or throws InflateError (the data is
  * wrong: not deflate, truncated, longer or shorter than `size`) or ResourceLimitError
- * (memory ran out: not the data's fault). Either inflater stops as soon as the output
- * passes `size` (node:zlib by `maxOutputLength`, fflate at the end of the 8 KiB input step
- * that passed it), so a stream crafted to expand to gigabytes costs at most `size` plus
- * one step.
+ * (memory ran out: not the data's fault). fflate's streaming Inflate, fed INFLATE_STEP
+ * bytes of input a step, stops at the end of the step whose output passes `size`: a
+ * stream crafted to expand to gigabytes costs at most `size` plus one step.
  */
-export function inflateSection(stored: Uint8Array, size: number): Uint8Array {
-  return zlib ? inflateWithZlib(zlib, stored, size) : inflateStreaming(stored, size);
-}
-
-/** The Worker's inflater (fflate, in 8 KiB input steps); exported for its tests in Node. */
-export function inflateStreaming(stored: Uint8Array, size: number): Uint8Array {
+export function inflateSection(stored: Uint8Array, size: number, onStep?: InflateStepWatcher): Uint8Array {
   const out = new Uint8Array(size);
-  let written = 0;
-  let over = false;
+  let output = 0;
   const inflater = new Inflate((piece) => {
-    if (over) return;
-    if (written + piece.byteLength > size) {
-      over = true;
-      return;
-    }
-    out.set(piece, written);
-    written += piece.byteLength;
+    if (output + piece.byteLength <= size) out.set(piece, output);
+    output += piece.byteLength;
   });
   try {
     for (let at = 0; at < stored.byteLength || at === 0; at += INFLATE_STEP) {
       const end = Math.min(at + INFLATE_STEP, stored.byteLength);
+      stepsTaken++;
       inflater.push(stored.subarray(at, end), end === stored.byteLength);
-      if (over) throw new InflateError(`inflates to more than the ${size} bytes claimed`);
+      onStep?.(end, output);
+      if (output > size) throw new InflateError(`inflates to more than the ${size} bytes claimed`);
     }
   } catch (err) {
     if (err instanceof InflateError) throw err;
@@ -121,22 +101,7 @@ export function inflateStreaming(stored: Uint8Array, size: number): Uint8Array {
     if (isResourceLimit(err)) throw new ResourceLimitError(`inflate ran out of a resource (not a fault in the data): ${(err as Error).message}`, { cause: err });
     throw err;
   }
-  if (written !== size) throw new InflateError(`inflates to fewer than the ${size} bytes claimed`);
-  return out;
-}
-
-function inflateWithZlib(z: NodeZlib, stored: Uint8Array, size: number): Uint8Array {
-  let out: Uint8Array;
-  try {
-    out = z.inflateRawSync(stored, { maxOutputLength: Math.max(size, 1) });
-  } catch (err) {
-    const code = (err as { code?: unknown }).code;
-    if (code === "ERR_BUFFER_TOO_LARGE") throw new InflateError(`inflates to more than the ${size} bytes claimed`, { cause: err });
-    if (typeof code === "string" && code.startsWith("Z_")) throw new InflateError(`does not inflate: ${(err as Error).message}`, { cause: err });
-    if (isResourceLimit(err)) throw new ResourceLimitError(`inflate ran out of a resource (not a fault in the data): ${(err as Error).message}`, { cause: err });
-    throw err;
-  }
-  if (out.byteLength !== size) throw new InflateError(`inflates to ${out.byteLength < size ? "fewer" : "more"} than the ${size} bytes claimed`);
+  if (output !== size) throw new InflateError(`inflates to fewer than the ${size} bytes claimed`);
   return out;
 }
 

@@ -1,7 +1,11 @@
 import fc from "fast-check";
 import { expect, it } from "vitest";
-import { inflateRawSync } from "node:zlib";
-import { checkChunk, chunkSections, decodeChunk, encodeChunk } from "../../lib/snapshot/chunk.js";
+import { deflateSync } from "fflate";
+import { deflateRawSync, inflateRawSync } from "node:zlib";
+import { SnapshotCorruptError } from "../../lib/errors.js";
+import { checkChunk, chunkSections, decodeChunk, encodeChunk, type ChunkExpectation } from "../../lib/snapshot/chunk.js";
+import { HEADER_V2, writeHeaderV2 } from "../../lib/snapshot/chunk-layout.js";
+import { INFLATE_STEP, inflateStepsTaken } from "../../lib/snapshot/codec.js";
 import type { RecordBatch } from "../../lib/snapshot/records.js";
 import { JsonColumn } from "../../lib/json/json-column.js";
 
@@ -71,4 +75,41 @@ it("the text section is the format's lines, byte for byte, whatever the document
     }),
     { numRuns: 200 },
   );
+});
+
+/** A CBC2 chunk of the given sections and codecs, and the manifest's claims that match its header. */
+function chunkWith(n: number, dim: number, embeddings: Uint8Array, embeddingCodec: number, text: Uint8Array, textCodec: number, textBytes: number): { bytes: Uint8Array; expect: ChunkExpectation } {
+  const bytes = new Uint8Array(HEADER_V2 + embeddings.byteLength + text.byteLength);
+  writeHeaderV2(bytes, { records: n, dim, embeddingCodec, embeddingStored: embeddings.byteLength, textCodec, textStored: text.byteLength, textBytes });
+  bytes.set(embeddings, HEADER_V2);
+  bytes.set(text, HEADER_V2 + embeddings.byteLength);
+  return { bytes, expect: { hash: "bomb", records: n, decodedBytes: HEADER_V2 + n * dim * 4 + textBytes, collection: "c", dimension: dim || null } };
+}
+
+it("a bomb in either section (the text, the embeddings' high-byte plane) is refused as corruption within one inflate step, by decodeChunk and checkChunk", async () => {
+  const bomb = deflateRawSync(new Uint8Array(20 * 1024 * 1024), { level: 9 }); // ~20 KB that inflate to 20 MiB
+  expect(bomb.byteLength).toBeGreaterThan(INFLATE_STEP);
+  const text = new TextEncoder().encode('["a","b"]\n["x",null]\n[null,null]\nnull\nnull');
+  const n = 2;
+  const dim = 4;
+  const low = new Uint8Array(n * dim * 3);
+  const cases = {
+    "text section": chunkWith(n, dim, new Uint8Array(n * dim * 4), 0, bomb, 1, text.byteLength),
+    "embedding high-byte plane": chunkWith(n, dim, Buffer.concat([low, bomb]), 1, text, 0, text.byteLength),
+  };
+  for (const [section, { bytes, expect: claims }] of Object.entries(cases)) {
+    for (const decode of [decodeChunk, checkChunk] as ((b: Uint8Array, e: ChunkExpectation) => unknown)[]) {
+      const before = inflateStepsTaken();
+      const refusal = await Promise.resolve()
+        .then(() => decode(bytes, claims))
+        .then(() => null, (err: unknown) => err);
+      expect(refusal, `${section}, ${decode.name}`).toBeInstanceOf(SnapshotCorruptError);
+      expect((refusal as Error).message).toMatch(new RegExp(`${section} inflates to more than`));
+      expect(inflateStepsTaken() - before, `${section}, ${decode.name}`).toBe(1);
+    }
+  }
+  // The same chunks with honest sections decode: the refusals above are the bombs' doing.
+  const honest = chunkWith(n, dim, Buffer.concat([low, deflateSync(new Uint8Array(n * dim), { level: 1 })]), 1, deflateSync(text, { level: 2 }), 1, text.byteLength);
+  expect(decodeChunk(honest.bytes, honest.expect).ids).toEqual(["a", "b"]);
+  expect(await checkChunk(honest.bytes, honest.expect)).toBe(n);
 });

@@ -1,120 +1,111 @@
 import fc from "fast-check";
 import { deflateSync } from "fflate";
-import { constants, deflateRawSync } from "node:zlib";
+import { constants, deflateRawSync, inflateRawSync } from "node:zlib";
 import { expect, it } from "vitest";
 import { toApiError } from "../../handlers/errors.js";
 import { ResourceLimitError } from "../../lib/errors.js";
-import { deflateCodec, deflateSection, InflateError, inflateSection, inflateStreaming } from "../../lib/snapshot/codec.js";
+import { deflateCodec, deflateSection, INFLATE_STEP, InflateError, inflateSection, inflateStepsTaken } from "../../lib/snapshot/codec.js";
 
-// The chunk codec (lib/snapshot/codec.ts): whatever wrote a section, node:zlib (chunks
-// written by Node since format 2) or fflate (chunks written by a Worker), the fflate
-// inflater gives back the same bytes, and refuses truncated, oversized and bomb input.
+// The section codec (lib/snapshot/codec.ts): fflate on every runtime. What it writes is
+// standard raw deflate (node:zlib, the deflater before issue 14, is the oracle); what
+// node:zlib wrote (chunks of format 2 before issue 14) inflates to the same bytes; a
+// truncated, oversized or bomb section is refused as InflateError, a bomb within one step.
 
-/** Section bytes like the writer's: text with repeats (compresses), random bytes (does not), or a mix; sizes cross the 8 KiB input step. */
+/** Section bytes like the writer's: text with repeats (compresses), random bytes (does not), or a mix; sizes cross the input step. */
 const section = fc.oneof(
-  fc.tuple(fc.array(fc.constantFrom("chroma ", "vector ", '{"i":1}', "é😀", "\n", "café ", "日本語"), { maxLength: 6000 }), fc.integer()).map(([words, seed]) => new TextEncoder().encode(words.join("") + String(seed))),
-  fc.uint8Array({ maxLength: 40_000 }),
-  fc.tuple(fc.uint8Array({ minLength: 1, maxLength: 2000 }), fc.integer({ min: 1, max: 60 })).map(([bytes, times]) => {
+  fc.tuple(fc.array(fc.constantFrom("chroma ", "vector ", '{"i":1}', "é😀", "\n", "café ", "日本語"), { maxLength: 8000 }), fc.integer()).map(([words, seed]) => new TextEncoder().encode(words.join("") + String(seed))),
+  fc.uint8Array({ maxLength: 60_000 }),
+  fc.tuple(fc.uint8Array({ minLength: 1, maxLength: 2000 }), fc.integer({ min: 1, max: 80 })).map(([bytes, times]) => {
     const out = new Uint8Array(bytes.byteLength * times);
     for (let i = 0; i < times; i++) out.set(bytes, i * bytes.byteLength);
     return out;
   }),
 );
 
-/** The deflaters chunks have been written with: node:zlib at the writer's levels and strategy, fflate at the Worker's. */
+/** The deflaters chunks have been written with: node:zlib at the writer's levels and strategy (before issue 14), fflate at today's. */
 const writers: [string, (b: Uint8Array) => Uint8Array][] = [
-  ["node:zlib level 2 memLevel 9 (text, the default)", (b) => deflateRawSync(b, { level: 2, memLevel: 9 })],
-  ["node:zlib level 6 (text, encodeChunk's default)", (b) => deflateRawSync(b, { level: 6, memLevel: 9 })],
-  ["node:zlib Huffman only (the high-byte plane)", (b) => deflateRawSync(b, { strategy: constants.Z_HUFFMAN_ONLY })],
+  ["node:zlib level 2 memLevel 9 (text, before issue 14)", (b) => deflateRawSync(b, { level: 2, memLevel: 9 })],
+  ["node:zlib level 6", (b) => deflateRawSync(b, { level: 6, memLevel: 9 })],
+  ["node:zlib Huffman only (the high-byte plane before issue 14)", (b) => deflateRawSync(b, { strategy: constants.Z_HUFFMAN_ONLY })],
   ["node:zlib level 9", (b) => deflateRawSync(b, { level: 9 })],
-  ["fflate level 1 (the Worker's plane)", (b) => deflateSync(b, { level: 1 })],
-  ["fflate level 2 (the Worker's text)", (b) => deflateSync(b, { level: 2 })],
+  ["fflate level 1 (the high-byte plane)", (b) => deflateSync(b, { level: 1 })],
+  ["fflate level 2 (text)", (b) => deflateSync(b, { level: 2 })],
   ["fflate level 6", (b) => deflateSync(b, { level: 6 })],
 ];
 
-// Both inflaters: Node's (node:zlib with maxOutputLength) and the Worker's (fflate, streamed).
-for (const [inflaterName, inflate] of [
-  ["inflateSection (node:zlib in Node)", inflateSection],
-  ["inflateStreaming (fflate, the Worker's)", inflateStreaming],
-] as const) {
-  it(`${inflaterName}: a section deflated by node:zlib or fflate, at every level the writers use, inflates to the same bytes`, () => {
-    fc.assert(
-      fc.property(section, fc.constantFrom(...writers), (bytes, [, deflate]) => {
-        const out = inflate(deflate(bytes), bytes.byteLength);
-        expect(Buffer.from(out).equals(Buffer.from(bytes))).toBe(true);
-      }),
-      { numRuns: 300 },
-    );
-  });
+it("deflateSection writes with fflate in Node too (no node:zlib on the snapshot path)", () => {
+  expect(deflateCodec).toBe("fflate");
+});
 
-  it(`${inflaterName}: deflateSection (this runtime's writer: node:zlib in Node) round-trips`, async () => {
-    expect(deflateCodec).toBe("node:zlib");
-    await fc.assert(
-      fc.asyncProperty(section, fc.boolean(), async (bytes, huffmanOnly) => {
-        const stored = await deflateSection(bytes, { level: 2, huffmanOnly });
-        expect(Buffer.from(inflate(stored, bytes.byteLength)).equals(Buffer.from(bytes))).toBe(true);
-      }),
-      { numRuns: 100 },
-    );
-  });
+it("deflateSection's output (fflate, on the pool or inline, at every level) is standard raw deflate: node:zlib inflates it to the same bytes, and so does inflateSection", async () => {
+  await fc.assert(
+    fc.asyncProperty(section, fc.integer({ min: 0, max: 9 }), fc.boolean(), async (bytes, level, huffmanOnly) => {
+      const stored = await deflateSection(bytes, { level, huffmanOnly });
+      expect(Buffer.from(inflateRawSync(stored)).equals(Buffer.from(bytes))).toBe(true);
+      expect(Buffer.from(inflateSection(stored, bytes.byteLength)).equals(Buffer.from(bytes))).toBe(true);
+    }),
+    { numRuns: 150 },
+  );
+});
 
-  it(`${inflaterName}: a truncated section, or one claiming a size it does not have, is refused as InflateError`, () => {
-    fc.assert(
-      fc.property(section.filter((b) => b.byteLength > 0), fc.constantFrom(...writers), fc.double({ min: 0, max: 1, noNaN: true, maxExcluded: true }), fc.integer({ min: 1, max: 5000 }), (bytes, [, deflate], cut, off) => {
-        const stored = deflate(bytes);
-        expect(() => inflate(stored.subarray(0, Math.floor(stored.byteLength * cut)), bytes.byteLength)).toThrow(InflateError);
-        expect(() => inflate(stored, bytes.byteLength + off)).toThrow(/fewer than/);
-        expect(() => inflate(stored, Math.max(0, bytes.byteLength - off))).toThrow(/more than/);
-      }),
-      { numRuns: 200 },
-    );
-  });
+it("a section deflated by node:zlib (chunks written before issue 14) or fflate, at every level the writers used, inflates to the same bytes", () => {
+  fc.assert(
+    fc.property(section, fc.constantFrom(...writers), (bytes, [, deflate]) => {
+      const out = inflateSection(deflate(bytes), bytes.byteLength);
+      expect(Buffer.from(out).equals(Buffer.from(bytes))).toBe(true);
+    }),
+    { numRuns: 300 },
+  );
+});
 
-  it(`${inflaterName}: arbitrary bytes are either a deflate stream of exactly the claimed size or refused as InflateError, never another error`, () => {
-    fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 3000 }), fc.integer({ min: 0, max: 100_000 }), (bytes, size) => {
-        try {
-          expect(inflate(bytes, size).byteLength).toBe(size);
-        } catch (err) {
-          expect(err).toBeInstanceOf(InflateError);
-        }
-      }),
-      { numRuns: 500 },
-    );
-  });
-}
+it("a truncated section, or one claiming a size it does not have, is refused as InflateError", () => {
+  fc.assert(
+    fc.property(section.filter((b) => b.byteLength > 0), fc.constantFrom(...writers), fc.double({ min: 0, max: 1, noNaN: true, maxExcluded: true }), fc.integer({ min: 1, max: 5000 }), (bytes, [, deflate], cut, off) => {
+      const stored = deflate(bytes);
+      expect(() => inflateSection(stored.subarray(0, Math.floor(stored.byteLength * cut)), bytes.byteLength)).toThrow(InflateError);
+      expect(() => inflateSection(stored, bytes.byteLength + off)).toThrow(/fewer than/);
+      expect(() => inflateSection(stored, Math.max(0, bytes.byteLength - off))).toThrow(/more than/);
+    }),
+    { numRuns: 200 },
+  );
+});
 
-/** Records how far into its input inflateSection reads (it slices its input once per step). */
-class WatchedInput extends Uint8Array {
-  steps = 0;
-  furthest = 0;
-  override subarray(begin?: number, end?: number): Uint8Array<ArrayBuffer> {
-    this.steps++;
-    this.furthest = Math.max(this.furthest, end ?? this.byteLength);
-    return new Uint8Array(this.buffer, this.byteOffset, this.byteLength).subarray(begin, end);
-  }
-}
+it("arbitrary bytes are either a deflate stream of exactly the claimed size or refused as InflateError, never another error", () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 3000 }), fc.integer({ min: 0, max: 100_000 }), (bytes, size) => {
+      try {
+        expect(inflateSection(bytes, size).byteLength).toBe(size);
+      } catch (err) {
+        expect(err).toBeInstanceOf(InflateError);
+      }
+    }),
+    { numRuns: 500 },
+  );
+});
 
-it("a deflate bomb is refused within its first input step, whichever deflater made it", () => {
-  const zeros = new Uint8Array(20 * 1024 * 1024); // 20 MiB of zeros: ~20 KB deflated, ~1000:1
+it("a deflate bomb is refused in the first input step, whichever deflater made it: one step fed, one step's input read", () => {
+  const zeros = new Uint8Array(34 * 1024 * 1024); // 34 MiB of zeros: ~35 KB deflated, ~1000:1
   for (const [name, bomb] of [
     ["node:zlib level 9", deflateRawSync(zeros, { level: 9 })],
-    ["fflate level 9", deflateSync(zeros, { level: 9 })],
+    ["fflate level 1", deflateSync(zeros, { level: 1 })],
   ] as const) {
-    expect(bomb.byteLength, name).toBeGreaterThan(16 * 1024); // more than one input step
-    for (const claim of [0, 100, 1_000_000]) {
-      const input = new WatchedInput(bomb.byteLength);
-      input.set(bomb);
-      expect(() => inflateStreaming(input, claim), `${name}, claiming ${claim}`).toThrow(/more than/);
-      // One step read, half the bomb at most: the rest was never inflated.
-      expect(input.steps, `${name}, claiming ${claim}`).toBe(1);
-      expect(input.furthest, `${name}, claiming ${claim}`).toBeLessThan(bomb.byteLength / 2);
+    expect(bomb.byteLength, name).toBeGreaterThan(2 * INFLATE_STEP); // more than two input steps
+    for (const claim of [0, 1_000_000]) {
+      const steps: [number, number][] = [];
+      const before = inflateStepsTaken();
+      expect(() => inflateSection(bomb, claim, (input, output) => steps.push([input, output])), `${name}, claiming ${claim}`).toThrow(/more than/);
+      expect(inflateStepsTaken() - before, `${name}, claiming ${claim}`).toBe(1);
+      // One step: INFLATE_STEP bytes of input read, its output (at most ~1032x) counted, the rest never inflated.
+      expect(steps.length).toBe(1);
+      expect(steps[0]![0]).toBe(INFLATE_STEP);
+      expect(steps[0]![1]).toBeGreaterThan(claim);
+      expect(steps[0]![1]).toBeLessThanOrEqual(1032 * INFLATE_STEP + 32 * 1024);
     }
-    // Node's inflater (node:zlib with maxOutputLength) refuses it as well.
-    for (const claim of [0, 100, 1_000_000]) expect(() => inflateSection(bomb, claim), `${name}, node, claiming ${claim}`).toThrow(/more than/);
-    // The honest claim inflates it all: the refusal above is the claim's doing.
-    expect(inflateStreaming(bomb, zeros.byteLength).byteLength).toBe(zeros.byteLength);
+    if (name !== "fflate level 1") continue;
+    // The honest claim inflates it all, step by step: the refusal above is the claim's doing.
+    const before = inflateStepsTaken();
     expect(inflateSection(bomb, zeros.byteLength).byteLength).toBe(zeros.byteLength);
+    expect(inflateStepsTaken() - before).toBe(Math.ceil(bomb.byteLength / INFLATE_STEP));
   }
 });
 
