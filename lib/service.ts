@@ -121,6 +121,8 @@ export class BackupService {
   private readonly watchers = new Set<BackupWatcher>();
   scheduler: BackupScheduler | undefined;
   changeSignal: (() => boolean | undefined) | undefined;
+  /** The Chroma server's version when the runtime knows it (the embedded one's bindings); the version route says "1.0.0" on 1.3 too. */
+  chromaServerVersion: (() => string) | undefined;
   private restoreState: BackupService["startupRestore"] = { state: "none", since: new Date().toISOString(), attempts: 0 };
   /** The backup or prune this instance runs: a second one is refused at once, before the store is asked. */
   private running: RunningOperation | null = null;
@@ -465,7 +467,8 @@ export class BackupService {
     };
     const chroma: Status["chroma"] = { url: this.chroma.url, reachable: false, version: null, collections: null, records: null };
     const readChroma = async () => {
-      chroma.version = await this.chroma.version();
+      const answered = await this.chroma.version();
+      chroma.version = this.chromaServerVersion?.() ?? answered;
       chroma.reachable = true;
       const collections = (await this.chroma.listCollections()).filter((c) => !isAsideCollection(c.name));
       let records = 0;

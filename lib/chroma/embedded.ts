@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { createServer } from "node:net";
@@ -22,7 +23,7 @@ export interface EmbeddedChroma {
   url: string;
   port: number;
   dataDir: string;
-  /** Version of the Chroma server that runs (from the bindings package that started it, not the version route). */
+  /** Version of the Chroma server that runs (from the bindings package that started it, not the version route); "unknown" before it started. */
   readonly version: string;
   /** true while the server answers (between a successful heartbeat and an exit). */
   readonly up: boolean;
@@ -47,6 +48,14 @@ export interface EmbeddedChromaOptions {
   log?: Logger;
   /** Restart backoff (defaults: 500 ms doubling to 30 s, reset after 60 s up). */
   backoff?: { initialMs?: number; maxMs?: number; stableMs?: number };
+  /**
+   * The command that runs Node, when not this process's own binary: e.g. a newer glibc's
+   * loader in front of node (`ld-linux-x86-64.so.2 --library-path DIR /usr/bin/node`, what
+   * scripts/chroma-newer.sh prints before its cli.mjs), under which newer bindings load.
+   */
+  nodeCommand?: string[];
+  /** The bindings to try, newest first (default: installedChromaBindings()). */
+  bindings?: ChromaBindings[];
 }
 
 export async function freePort(): Promise<number> {
@@ -61,14 +70,52 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** The `chroma` CLI shipped in the chromadb package (a Rust server behind a Node binding). */
-function chromaCliPath(): string {
-  // The package exports only its entry (dist/cjs/chromadb.cjs); the CLI sits beside it.
-  const entry = createRequire(import.meta.url).resolve("chromadb");
-  return join(dirname(entry), "..", "cli.mjs");
+/** A Chroma bindings package (the Rust server behind a Node module) installed for this platform. */
+export interface ChromaBindings {
+  version: string;
+  /** Absolute path of its native module. */
+  module: string;
 }
 
-/** The version of the Chroma bindings package `chroma run` loads on this platform ("unknown" when unreadable). */
+/**
+ * The Chroma bindings installed for this platform, newest first: the package the chromadb
+ * client depends on (on linux-x64-gnu pinned to 1.0.5 by package.json's override: newer
+ * ones need glibc 2.38+) and its npm alias `<name>-1.3` (1.3.4) shipped beside it as an
+ * optional dependency. The embedded Chroma starts the newest that loads.
+ */
+export function installedChromaBindings(): ChromaBindings[] {
+  const libc = process.platform === "linux" ? "-gnu" : "";
+  const name = `chromadb-js-bindings-${process.platform}-${process.arch}${libc}`;
+  const ours = createRequire(import.meta.url);
+  const places = [
+    { from: createRequire(ours.resolve("chromadb")), pkg: name },
+    { from: ours, pkg: `${name}-1.3` },
+  ];
+  const found = new Map<string, ChromaBindings>();
+  for (const { from, pkg: pkgName } of places) {
+    try {
+      const path = from.resolve(`${pkgName}/package.json`);
+      const pkg = JSON.parse(readFileSync(path, "utf8")) as { version?: unknown; main?: unknown };
+      if (typeof pkg.version !== "string" || typeof pkg.main !== "string") continue;
+      found.set(pkg.version, { version: pkg.version, module: join(dirname(path), pkg.main) });
+    } catch {
+      // not installed on this platform
+    }
+  }
+  return [...found.values()].sort((a, b) => compareVersions(b.version, a.version));
+}
+
+function compareVersions(a: string, b: string): number {
+  const pa = a.split(/[.-]/).map(Number);
+  const pb = b.split(/[.-]/).map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] || 0) - (pb[i] || 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+/** The version of the bindings package the chromadb CLI's `chroma run` would load ("unknown" when unreadable); the embedded Chroma may run a newer one. */
 export function chromaBindingsVersion(): string {
   const fromChromadb = createRequire(createRequire(import.meta.url).resolve("chromadb"));
   const libc = process.platform === "linux" ? "-gnu" : "";
@@ -80,6 +127,42 @@ export function chromaBindingsVersion(): string {
   }
 }
 
+const BINDINGS_ENV = "CHROMA_BACKUP_BINDINGS";
+const LAUNCHER_ENV = "CHROMA_BACKUP_LAUNCHER";
+const LOADED = "chroma-backup: bindings loaded ";
+const NOT_LOADED = "chroma-backup: bindings did not load ";
+
+/**
+ * What chromadb's `dist/cli.mjs` does (require the platform's bindings, then
+ * `binding.cli(["chroma", ...args])`), over a list of bindings tried newest first; it says
+ * on stderr which loaded and why the others did not (e.g. "GLIBC_2.38' not found"). Its
+ * source travels in the environment so that `ps` shows a short command line.
+ */
+const LAUNCHER_SOURCE = `
+const { writeSync } = require("node:fs");
+let binding = null;
+for (const candidate of JSON.parse(process.env.${BINDINGS_ENV})) {
+  try {
+    binding = require(candidate.module);
+    writeSync(2, ${JSON.stringify(LOADED)} + candidate.version + "\\n");
+    break;
+  } catch (err) {
+    writeSync(2, ${JSON.stringify(NOT_LOADED)} + candidate.version + " " + String(err && err.message).split("\\n")[0] + "\\n");
+  }
+}
+if (!binding) process.exit(70);
+process.on("SIGINT", () => process.exit(0));
+binding.cli(["chroma", ...process.argv.slice(1)]);
+`;
+
+/** The node arguments and environment that start `chroma <args>` on the newest of `bindings` that loads. */
+function launcher(bindings: ChromaBindings[], args: string[]): { args: string[]; env: Record<string, string> } {
+  return {
+    args: ["-e", `eval(process.env.${LAUNCHER_ENV})`, "--", ...args],
+    env: { [LAUNCHER_ENV]: LAUNCHER_SOURCE, [BINDINGS_ENV]: JSON.stringify(bindings) },
+  };
+}
+
 const OUTPUT_LINES_KEPT = 30;
 const STOP_GRACE_MS = 5000;
 /** Colour codes of Chroma's banner, kept out of the logs. */
@@ -87,7 +170,10 @@ const ANSI_ESCAPE = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, "g");
 
 class SupervisedChroma implements EmbeddedChroma {
   readonly url: string;
-  readonly version = chromaBindingsVersion();
+  /** An own field, not a getter: test fixtures spread this object. */
+  version = "unknown";
+  /** Why newer bindings did not load, as last logged (logged again only when it changes). */
+  private fallbackLogged = "";
   private child: ChildProcess | null = null;
   private isUp = false;
   private stopping: Promise<void> | null = null;
@@ -158,15 +244,20 @@ class SupervisedChroma implements EmbeddedChroma {
 
   /** Starts one Chroma server process and waits for its heartbeat. */
   async launch(reason: string): Promise<void> {
-    const child = spawn(
-      process.execPath,
-      [...lifelineArgs(), chromaCliPath(), "run", "--path", this.dataDir, "--host", "127.0.0.1", "--port", String(this.port)],
-      { stdio: ["pipe", "pipe", "pipe"], detached: true, env: { ...process.env, ANONYMIZED_TELEMETRY: "False", ...lifelineEnv() } },
-    );
+    const bindings = this.options.bindings ?? installedChromaBindings();
+    if (bindings.length === 0) throw new Error("could not start the embedded Chroma: no Chroma bindings package is installed for this platform");
+    const start = launcher(bindings, ["run", "--path", this.dataDir, "--host", "127.0.0.1", "--port", String(this.port)]);
+    const [node, ...nodeArgs] = this.options.nodeCommand ?? [process.execPath];
+    const child = spawn(node!, [...nodeArgs, ...lifelineArgs(), ...start.args], {
+      stdio: ["pipe", "pipe", "pipe"],
+      detached: true,
+      env: { ...process.env, ANONYMIZED_TELEMETRY: "False", ...lifelineEnv(), ...start.env },
+    });
     child.stdin!.on("error", () => {}); // EPIPE once it has exited
     this.child = child;
     let pending = "";
     let armed = false;
+    const notLoaded: string[] = [];
     const onData = (data: Buffer) => {
       pending += data.toString();
       const lines = pending.split("\n");
@@ -176,6 +267,14 @@ class SupervisedChroma implements EmbeddedChroma {
         if (!line.trim()) continue;
         if (line === LIFELINE_ARMED) {
           armed = true;
+          continue;
+        }
+        if (line.startsWith(NOT_LOADED)) {
+          notLoaded.push(line.slice(NOT_LOADED.length)); // kept in the output too: it explains a start that fails
+        }
+        if (line.startsWith(LOADED)) {
+          this.version = line.slice(LOADED.length);
+          this.logFallback(this.version, notLoaded);
           continue;
         }
         this.recent.push(line);
@@ -216,6 +315,14 @@ class SupervisedChroma implements EmbeddedChroma {
     }
     child.kill("SIGKILL"); // its exit schedules the next attempt
     throw new Error(`the embedded Chroma did not answer ${this.url}/api/v2/heartbeat within ${timeoutMs} ms: ${this.lastOutput()}`);
+  }
+
+  /** One line when newer bindings did not load (e.g. "GLIBC_2.38' not found"): which runs instead, and why. */
+  private logFallback(version: string, notLoaded: string[]): void {
+    const why = notLoaded.join("; ");
+    if (why === this.fallbackLogged) return;
+    this.fallbackLogged = why;
+    if (notLoaded.length > 0) this.log("info", `the embedded Chroma runs the ${version} bindings: newer ones did not load (${why})`, { version });
   }
 
   private lastOutput(): string {
