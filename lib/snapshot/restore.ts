@@ -8,6 +8,7 @@ import type { ProgressEvent } from "./progress.js";
 import type { CollectionEntry, Manifest } from "./manifest.js";
 import { readChunk } from "./read-chunk.js";
 import { filterBatch, sliceBatch, type RecordBatch } from "./records.js";
+import { findMisfits, refuseMisfits, targetLimits, type TargetLimitSettings } from "./target-limits.js";
 
 
 export interface RestoreOptions {
@@ -22,6 +23,10 @@ export interface RestoreOptions {
   prefetch?: number;
   /** add/upsert requests in flight at once. */
   writeConcurrency?: number;
+  /** CHROMA_TARGET_LIMITS; the target's limits (Chroma Cloud's quotas on Cloud) cap writeConcurrency and the batch size. */
+  limits?: TargetLimitSettings;
+  /** Records per add/upsert (default: what the target's pre-flight check allows). */
+  batchSize?: number;
   /** Where the sweep of collections left aside is logged (default: JSON lines). */
   log?: Logger;
   /** Stops the restore (the caller left): checked between chunks and batches; a replace leaves the live collection as it was. */
@@ -69,6 +74,9 @@ export async function restoreSnapshot(chroma: ChromaRest, storage: Storage, mani
   // Every collection is checked against what the target can hold before any is replaced.
   const capabilities = await probeTarget(chroma);
   await checkCollections(storage, plan.map((p) => p.entry), capabilities);
+  const limits = await targetLimits(chroma, options.limits);
+  refuseMisfits(await findMisfits(storage, plan, limits, options.signal), limits.cloud);
+  options = { ...options, batchSize: Math.min(options.batchSize ?? Infinity, limits.recordsPerWrite), writeConcurrency: Math.min(options.writeConcurrency ?? 2, limits.concurrentWrites ?? Infinity) };
   for (const { entry, target } of plan) {
     options.signal?.throwIfAborted();
     const created = (options.mode ?? "replace") === "merge" ? await mergeCollection(chroma, storage, entry, target, capabilities, options) : await replaceCollection(chroma, storage, entry, target, capabilities, options);
@@ -126,7 +134,7 @@ async function mergeCollection(chroma: ChromaRest, storage: Storage, entry: Coll
  * chunks ahead of the writes, and writes go in batches no larger than the server takes.
  */
 async function writeRecords(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, into: CollectionInfo, mode: "add" | "upsert", options: RestoreOptions): Promise<void> {
-  const maxBatch = await chroma.maxBatchSize();
+  const maxBatch = options.batchSize ?? (await chroma.maxBatchSize());
   const prefetch = Math.max(1, options.prefetch ?? 2);
   const writeLimit = Math.max(1, options.writeConcurrency ?? 2);
   const load = (i: number): Promise<RecordBatch> => {
