@@ -11,7 +11,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
-import { installedChromaBindings, startEmbeddedChroma, type EmbeddedChroma } from "../../lib/chroma/embedded.js";
+import { startEmbeddedChroma, type EmbeddedChroma } from "../../lib/chroma/embedded.js";
+import { installedChromaBindings } from "../../lib/chroma/launcher.js";
 import type { Logger } from "../../lib/log.js";
 import { newerChromaSkipped } from "../fixtures/chroma-newer.js";
 
