@@ -294,6 +294,13 @@ function renderBackup(body: Json): string {
   return out;
 }
 
+/** The dry run's records that would not fit the target (the real restore would be refused). */
+function renderMisfits(report: { count: number; first: { collection: string; record: string | null; field: string; size: number; limit: number }[] } | undefined): string {
+  if (!report || report.count === 0) return "";
+  const rows = report.first.map((m) => [m.collection, m.record ?? "", m.field, `${m.size} > ${m.limit}`]);
+  return `\n${plural(report.count, "value")} would not fit the target, so the restore would be refused${report.count > rows.length ? ` (the first ${rows.length})` : ""}:\n` + table(["COLLECTION", "RECORD", "FIELD", "SIZE > LIMIT"], rows, []);
+}
+
 function renderRestore(body: Json): string {
   if (body.dryRun) {
     const plan = (body.plan as { name: string; from: string; records: number; action: string }[] | undefined) ?? [];
@@ -303,7 +310,8 @@ function renderRestore(body: Json): string {
         ["COLLECTION", "FROM", "RECORDS", "ACTION"],
         plan.map((p) => [p.name, p.from === p.name ? "" : p.from, formatCount(p.records), p.action]),
         [2],
-      )
+      ) +
+      renderMisfits(body.wouldNotFit as { count: number; first: { collection: string; record: string | null; field: string; size: number; limit: number }[] } | undefined)
     );
   }
   if (!body.restored) return `nothing restored: ${String(body.reason)}\n`;

@@ -1,6 +1,7 @@
 import { InvalidRequestError } from "./errors.js";
 import { parseDuration } from "./duration.js";
 import { MIN_SIGNING_KEY_LENGTH, splitSigningKeys } from "./snapshot/signing.js";
+import { parseTargetLimits, type TargetLimitSettings } from "./snapshot/target-limits.js";
 import { keyProblem } from "./storage/keys.js";
 
 export type StorageDriverName = "fs" | "replit" | "s3" | "memory" | "r2";
@@ -12,7 +13,7 @@ export interface Config {
   host: string | null;
   token: string | null;
   dataDir: string;
-  chroma: { url: string | null; tenant?: string; database?: string; apiKey?: string; /** CHROMA_TIMEOUT */ timeoutMs?: number };
+  chroma: { url: string | null; tenant?: string; database?: string; apiKey?: string; /** CHROMA_TIMEOUT */ timeoutMs?: number; /** CHROMA_TARGET_LIMITS */ limits?: TargetLimitSettings };
   /** CHROMA_HOST, CHROMA_PORT: where the embedded Chroma is served to apps. */
   chromaServe: { host: string; port: number };
   storage: {
@@ -66,6 +67,14 @@ export type Env = Record<string, string | undefined>;
 
 function fail(name: string, why: string): never {
   throw new InvalidRequestError(`configuration: ${name} ${why}`, { variable: name });
+}
+
+function targetLimitsVar(env: Env, name: string): TargetLimitSettings | undefined {
+  try {
+    return env[name] ? parseTargetLimits(env[name]) : undefined;
+  } catch (err) {
+    return fail(name, (err as Error).message);
+  }
 }
 
 function intVar(env: Env, name: string, fallback: number): number {
@@ -126,6 +135,7 @@ export function loadConfig(env: Env, join: (...parts: string[]) => string = (...
       database: env.CHROMA_DATABASE || undefined,
       apiKey: env.CHROMA_API_KEY || undefined,
       timeoutMs: timeoutVar(env, "CHROMA_TIMEOUT"),
+      limits: targetLimitsVar(env, "CHROMA_TARGET_LIMITS"),
     },
     chromaServe: { host: env.CHROMA_HOST || "127.0.0.1", port: intVar(env, "CHROMA_PORT", 8000) },
     storage: {

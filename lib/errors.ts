@@ -80,7 +80,8 @@ export class RestoreIncompatibleError extends BackupError {
   override name = "RestoreIncompatibleError";
   constructor(
     message: string,
-    readonly incompatibility: { collection: string; record: string | null; field: string | null; lacks: string },
+    /** More fields where the refusal has them (a target limit: size, limit, count, first). */
+    readonly incompatibility: { collection: string; record: string | null; field: string | null; lacks: string; [more: string]: unknown },
     options?: { cause?: unknown },
   ) {
     super(message, incompatibility, options);

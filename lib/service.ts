@@ -14,6 +14,7 @@ import { manifestKey, summarize, type Manifest, type SnapshotSummary } from "./s
 import { isAsideCollection } from "./snapshot/aside.js";
 import { planRestore, restoreSnapshot } from "./snapshot/restore.js";
 import { verifySnapshot, type VerifyReport } from "./snapshot/verify.js";
+import { findMisfits, targetLimits, type MisfitReport, type TargetLimitSettings } from "./snapshot/target-limits.js";
 import { readDrill, readDrills, runDrill, type DrillResult } from "./drill.js";
 import { estimateRestore, readRestoreStats, recordRestore, type RtoEstimate } from "./rto.js";
 import { isNotFound } from "./storage/errors.js";
@@ -39,6 +40,8 @@ export interface ServiceOptions {
   scheduler?: BackupScheduler;
   /** Whether Chroma's data changed since the newest snapshot; undefined: unknown (counted as changed). */
   changeSignal?: () => boolean | undefined;
+  /** CHROMA_TARGET_LIMITS: what restores write into Chroma is held to these (Chroma Cloud's quotas on Cloud). */
+  targetLimits?: TargetLimitSettings;
   /** How long /status waits for each part (Chroma, the catalog, the objects, the lock) before it says it could not read it; default 4 s. */
   statusPartTimeoutMs?: number;
 }
@@ -99,7 +102,7 @@ export interface RestoreRequest {
 
 export type RestoreOutcome =
   | { restored: true; snapshot: string; collections: { name: string; records: number }[]; safetySnapshot: string | null; durationMs: number; skipped?: { id: string; reason: string }[] }
-  | { restored: false; reason: string; snapshot?: string; dryRun?: boolean; plan?: { name: string; from: string; records: number; action: string }[]; skipped?: { id: string; reason: string }[] };
+  | { restored: false; reason: string; snapshot?: string; dryRun?: boolean; plan?: { name: string; from: string; records: number; action: string }[]; wouldNotFit?: MisfitReport; skipped?: { id: string; reason: string }[] };
 
 export interface PruneRequest extends Omit<RetentionRules, "keepSafety"> {
   dryRun?: boolean;
@@ -121,13 +124,15 @@ export class BackupService {
   private readonly watchers = new Set<BackupWatcher>();
   scheduler: BackupScheduler | undefined;
   changeSignal: (() => boolean | undefined) | undefined;
+  /** The Chroma server's version when the runtime knows it (the embedded one's bindings); the version route says "1.0.0" on 1.3 too. */
+  chromaServerVersion: (() => string) | undefined;
   private restoreState: BackupService["startupRestore"] = { state: "none", since: new Date().toISOString(), attempts: 0 };
   /** The backup or prune this instance runs: a second one is refused at once, before the store is asked. */
   private running: RunningOperation | null = null;
 
   /** The service as a runtime builds it from configuration. */
   static fromConfig(config: Config, parts: Pick<ServiceOptions, "chroma" | "storage" | "log" | "holder">): BackupService {
-    return new BackupService({ ...parts, storagePrefix: config.storage.prefix, retention: config.retention, backupMinIntervalSeconds: config.backupMinIntervalSeconds, lockTtlMs: config.lockTtlMs, signingKeys: config.signingKeys });
+    return new BackupService({ ...parts, storagePrefix: config.storage.prefix, retention: config.retention, backupMinIntervalSeconds: config.backupMinIntervalSeconds, lockTtlMs: config.lockTtlMs, signingKeys: config.signingKeys, targetLimits: config.chroma.limits });
   }
 
   constructor(private readonly options: ServiceOptions) {
@@ -329,12 +334,14 @@ export class BackupService {
     }
     const replaced = plan.filter((p) => existing.some((c) => c.name === p.target)).map((p) => p.target);
     if (request.dryRun) {
+      const wouldNotFit = await findMisfits(this.storage, plan, await targetLimits(chroma, this.options.targetLimits), stop);
       return {
         restored: false,
         dryRun: true,
         reason: "dry run: nothing was changed",
         snapshot: manifest.id,
         plan: plan.map((p) => ({ name: p.target, from: p.entry.name, records: p.entry.records, action: replaced.includes(p.target) ? mode : "create" })),
+        wouldNotFit,
       };
     }
 
@@ -349,7 +356,7 @@ export class BackupService {
     stop?.throwIfAborted();
     let restored;
     try {
-      restored = await restoreSnapshot(chroma, this.storage, manifest, { ...request, mode, onProgress, log: this.log, signal: stop });
+      restored = await restoreSnapshot(chroma, this.storage, manifest, { ...request, mode, onProgress, log: this.log, signal: stop, limits: this.options.targetLimits });
     } finally {
       for (const w of this.watchers) w.restored?.();
     }
@@ -465,7 +472,8 @@ export class BackupService {
     };
     const chroma: Status["chroma"] = { url: this.chroma.url, reachable: false, version: null, collections: null, records: null };
     const readChroma = async () => {
-      chroma.version = await this.chroma.version();
+      const answered = await this.chroma.version();
+      chroma.version = this.chromaServerVersion?.() ?? answered;
       chroma.reachable = true;
       const collections = (await this.chroma.listCollections()).filter((c) => !isAsideCollection(c.name));
       let records = 0;

@@ -94,7 +94,7 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
     embedded = started;
     chromaUrl = started.url;
     gate = new ChromaGate({ host: config.chromaServe.host, port: config.chromaServe.port, target: () => started.url, log, isUp: () => started.up });
-    log("info", "started the embedded Chroma", { url: started.url, dataDir: started.dataDir, servedAt: `${config.chromaServe.host}:${config.chromaServe.port}` });
+    log("info", "started the embedded Chroma", { url: started.url, version: started.version, dataDir: started.dataDir, servedAt: `${config.chromaServe.host}:${config.chromaServe.port}` });
   }
   const appChromaUrl = config.chroma.url ?? `http://${config.chromaServe.host}:${config.chromaServe.port}`;
   const notReady = () => {
@@ -104,6 +104,8 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
     return null;
   };
   const { app, service, readiness, chroma } = compose(config, { storage, chromaUrl, token, log, notReady });
+  const runningChroma = embedded;
+  if (runningChroma) service.chromaServerVersion = () => runningChroma.version;
   logSigningStatus(service.manifestKeys, log);
   // Collections an interrupted restore built aside: all of them on the embedded Chroma (nothing
   // else writes to it); on a shared one only stale ones (another instance may be building one).

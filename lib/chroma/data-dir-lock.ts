@@ -3,6 +3,7 @@ import { join, resolve } from "node:path";
 import { BackupError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { findProcesses, killAndWait, processInfo, stillRunning, type ProcessInfo } from "./processes.js";
+import { LAUNCHER_SCRIPT } from "./launcher.js";
 
 /** The lock file, in the Chroma data directory itself. */
 export const LOCK_FILE = ".chroma-backup.pid";
@@ -36,10 +37,10 @@ export interface DataDirLock {
   release(): Promise<void>;
 }
 
-/** True when `argv` is `chroma run --path <dataDir>` from the chromadb package (a Chroma of ours on this dir). */
+/** True when `argv` is `chroma run --path <dataDir>` through ./launcher.ts (or, from earlier versions, chromadb's cli.mjs): a Chroma of ours on this dir. */
 export function isChromaOn(argv: string[], dataDir: string): boolean {
   const at = argv.indexOf("--path");
-  return at > 0 && argv.includes("run") && argv.some((a) => a.endsWith("cli.mjs")) && resolve(argv[at + 1] ?? "") === resolve(dataDir);
+  return at > 0 && argv.includes("run") && argv.some((a) => a === LAUNCHER_SCRIPT || a.endsWith("cli.mjs")) && resolve(argv[at + 1] ?? "") === resolve(dataDir);
 }
 
 async function readRecord(path: string): Promise<LockRecord | null> {

@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir } from "node:fs/promises";
-import { createRequire } from "node:module";
 import { createServer } from "node:net";
-import { dirname, join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { errorFields, silentLogger, type Logger } from "../log.js";
 import { lockDataDir, type DataDirLock } from "./data-dir-lock.js";
 import { LIFELINE_ARMED, lifelineArgs, lifelineEnv } from "./lifeline.js";
+import { BINDINGS_LOADED, BINDINGS_NOT_LOADED, installedChromaBindings, launcher, type ChromaBindings } from "./launcher.js";
 
 /**
  * The Chroma server the service runs for itself (no CHROMA_URL), supervised:
@@ -22,7 +22,7 @@ export interface EmbeddedChroma {
   url: string;
   port: number;
   dataDir: string;
-  /** Version of the Chroma server that runs (from the bindings package that started it, not the version route). */
+  /** Version of the Chroma server that runs (from the bindings package that started it, not the version route); "unknown" before it started. */
   readonly version: string;
   /** true while the server answers (between a successful heartbeat and an exit). */
   readonly up: boolean;
@@ -47,6 +47,14 @@ export interface EmbeddedChromaOptions {
   log?: Logger;
   /** Restart backoff (defaults: 500 ms doubling to 30 s, reset after 60 s up). */
   backoff?: { initialMs?: number; maxMs?: number; stableMs?: number };
+  /**
+   * The command that runs Node, when not this process's own binary: e.g. a newer glibc's
+   * loader in front of node (`ld-linux-x86-64.so.2 --library-path DIR /usr/bin/node`, what
+   * scripts/chroma-newer.sh prints before its cli.mjs), under which newer bindings load.
+   */
+  nodeCommand?: string[];
+  /** The bindings to try, newest first (default: installedChromaBindings()). */
+  bindings?: ChromaBindings[];
 }
 
 export async function freePort(): Promise<number> {
@@ -61,25 +69,6 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** The `chroma` CLI shipped in the chromadb package (a Rust server behind a Node binding). */
-function chromaCliPath(): string {
-  // The package exports only its entry (dist/cjs/chromadb.cjs); the CLI sits beside it.
-  const entry = createRequire(import.meta.url).resolve("chromadb");
-  return join(dirname(entry), "..", "cli.mjs");
-}
-
-/** The version of the Chroma bindings package `chroma run` loads on this platform ("unknown" when unreadable). */
-export function chromaBindingsVersion(): string {
-  const fromChromadb = createRequire(createRequire(import.meta.url).resolve("chromadb"));
-  const libc = process.platform === "linux" ? "-gnu" : "";
-  try {
-    const pkg = fromChromadb(`chromadb-js-bindings-${process.platform}-${process.arch}${libc}/package.json`) as { version?: unknown };
-    return typeof pkg.version === "string" ? pkg.version : "unknown";
-  } catch {
-    return "unknown";
-  }
-}
-
 const OUTPUT_LINES_KEPT = 30;
 const STOP_GRACE_MS = 5000;
 /** Colour codes of Chroma's banner, kept out of the logs. */
@@ -87,7 +76,10 @@ const ANSI_ESCAPE = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, "g");
 
 class SupervisedChroma implements EmbeddedChroma {
   readonly url: string;
-  readonly version = chromaBindingsVersion();
+  /** An own field, not a getter: test fixtures spread this object. */
+  version = "unknown";
+  /** Why newer bindings did not load, as last logged (logged again only when it changes). */
+  private fallbackLogged = "";
   private child: ChildProcess | null = null;
   private isUp = false;
   private stopping: Promise<void> | null = null;
@@ -158,15 +150,20 @@ class SupervisedChroma implements EmbeddedChroma {
 
   /** Starts one Chroma server process and waits for its heartbeat. */
   async launch(reason: string): Promise<void> {
-    const child = spawn(
-      process.execPath,
-      [...lifelineArgs(), chromaCliPath(), "run", "--path", this.dataDir, "--host", "127.0.0.1", "--port", String(this.port)],
-      { stdio: ["pipe", "pipe", "pipe"], detached: true, env: { ...process.env, ANONYMIZED_TELEMETRY: "False", ...lifelineEnv() } },
-    );
+    const bindings = this.options.bindings ?? installedChromaBindings();
+    if (bindings.length === 0) throw new Error("could not start the embedded Chroma: no Chroma bindings package is installed for this platform");
+    const start = launcher(bindings, ["run", "--path", this.dataDir, "--host", "127.0.0.1", "--port", String(this.port)]);
+    const [node, ...nodeArgs] = this.options.nodeCommand ?? [process.execPath];
+    const child = spawn(node!, [...nodeArgs, ...lifelineArgs(), ...start.args], {
+      stdio: ["pipe", "pipe", "pipe"],
+      detached: true,
+      env: { ...process.env, ANONYMIZED_TELEMETRY: "False", ...lifelineEnv(), ...start.env },
+    });
     child.stdin!.on("error", () => {}); // EPIPE once it has exited
     this.child = child;
     let pending = "";
     let armed = false;
+    const notLoaded: string[] = [];
     const onData = (data: Buffer) => {
       pending += data.toString();
       const lines = pending.split("\n");
@@ -176,6 +173,14 @@ class SupervisedChroma implements EmbeddedChroma {
         if (!line.trim()) continue;
         if (line === LIFELINE_ARMED) {
           armed = true;
+          continue;
+        }
+        if (line.startsWith(BINDINGS_NOT_LOADED)) {
+          notLoaded.push(line.slice(BINDINGS_NOT_LOADED.length)); // kept in the output too: it explains a start that fails
+        }
+        if (line.startsWith(BINDINGS_LOADED)) {
+          this.version = line.slice(BINDINGS_LOADED.length);
+          this.logFallback(this.version, notLoaded);
           continue;
         }
         this.recent.push(line);
@@ -216,6 +221,14 @@ class SupervisedChroma implements EmbeddedChroma {
     }
     child.kill("SIGKILL"); // its exit schedules the next attempt
     throw new Error(`the embedded Chroma did not answer ${this.url}/api/v2/heartbeat within ${timeoutMs} ms: ${this.lastOutput()}`);
+  }
+
+  /** One line when newer bindings did not load (e.g. "GLIBC_2.38' not found"): which runs instead, and why. */
+  private logFallback(version: string, notLoaded: string[]): void {
+    const why = notLoaded.join("; ");
+    if (why === this.fallbackLogged) return;
+    this.fallbackLogged = why;
+    if (notLoaded.length > 0) this.log("info", `the embedded Chroma runs the ${version} bindings: newer ones did not load (${why})`, { version });
   }
 
   private lastOutput(): string {

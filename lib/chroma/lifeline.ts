@@ -1,7 +1,7 @@
 /**
  * How the embedded Chroma never outlives the service, even after a SIGKILL.
  *
- * The Chroma server is the chromadb package's `cli.mjs`: a Node process whose main thread
+ * The Chroma server is a Node process running chromadb's bindings (./launcher.ts) whose main thread
  * is blocked in the Rust server (a native binding), so no JavaScript of its own runs
  * after it starts. We preload (`--import`) a module that starts one worker thread; the
  * worker blocks reading the child's stdin, a pipe whose other end only the service holds.

@@ -8,6 +8,7 @@ import type { ProgressEvent } from "./progress.js";
 import type { CollectionEntry, Manifest } from "./manifest.js";
 import { readChunk } from "./read-chunk.js";
 import { writeRecords } from "./write-records.js";
+import { findMisfits, refuseMisfits, targetLimits, type TargetLimitSettings } from "./target-limits.js";
 
 export interface RestoreOptions {
   /** Collections of the snapshot to restore; all when omitted. */
@@ -21,6 +22,10 @@ export interface RestoreOptions {
   prefetch?: number;
   /** add/upsert requests in flight at once. */
   writeConcurrency?: number;
+  /** CHROMA_TARGET_LIMITS; the target's limits (Chroma Cloud's quotas on Cloud) cap writeConcurrency and the batch size. */
+  limits?: TargetLimitSettings;
+  /** Records per add/upsert (default: what the target's pre-flight check allows). */
+  batchSize?: number;
   /** Where the sweep of collections left aside is logged (default: JSON lines). */
   log?: Logger;
   /** Stops the restore (the caller left): checked between chunks and batches; a replace leaves the live collection as it was. */
@@ -68,6 +73,9 @@ export async function restoreSnapshot(chroma: ChromaRest, storage: Storage, mani
   // Every collection is checked against what the target can hold before any is replaced.
   const capabilities = await probeTarget(chroma);
   await checkCollections(storage, plan.map((p) => p.entry), capabilities);
+  const limits = await targetLimits(chroma, options.limits);
+  refuseMisfits(await findMisfits(storage, plan, limits, options.signal), limits.cloud);
+  options = { ...options, batchSize: Math.min(options.batchSize ?? Infinity, limits.recordsPerWrite), writeConcurrency: Math.min(options.writeConcurrency ?? 2, limits.concurrentWrites ?? Infinity) };
   for (const { entry, target } of plan) {
     options.signal?.throwIfAborted();
     const created = (options.mode ?? "replace") === "merge" ? await mergeCollection(chroma, storage, entry, target, capabilities, options) : await replaceCollection(chroma, storage, entry, target, capabilities, options);

@@ -12,6 +12,8 @@ export interface WriteOptions {
   prefetch?: number;
   /** add/upsert requests in flight at once. */
   writeConcurrency?: number;
+  /** Records per write, at most the server's maximum (a target's quota may lower it). */
+  batchSize?: number;
   onProgress?: (event: ProgressEvent) => void;
   signal?: AbortSignal;
 }
@@ -22,7 +24,7 @@ export interface WriteOptions {
  * `writeConcurrency` at once.
  */
 export async function writeRecords(chroma: ChromaRest, storage: Storage, entry: CollectionEntry, into: CollectionInfo, mode: "add" | "upsert", options: WriteOptions): Promise<void> {
-  const maxBatch = await chroma.maxBatchSize();
+  const maxBatch = Math.min(options.batchSize ?? Infinity, await chroma.maxBatchSize());
   const writes = new TaskPool(options.writeConcurrency ?? 2);
   let written = 0;
   for await (const chunk of readChunks(storage, entry, Math.max(1, options.prefetch ?? 2))) {

@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../lib/chroma/embedded.js";
 import { LOCK_FILE } from "../../lib/chroma/data-dir-lock.js";
+import { LAUNCHER_SCRIPT } from "../../lib/chroma/launcher.js";
 import { s3Storage } from "../../lib/storage/s3.js";
 import { buildDist } from "../../scripts/build.mjs";
 import { startS3rver, type TestS3rver } from "../fixtures/s3rver.js";
@@ -297,7 +298,7 @@ describe("run -- a long-running app, with the store on s3rver", () => {
       // The lock names the service (run itself: it serves in-process) and its Chroma, a child of it.
       expect(lock.pid).toBe(run.child.pid);
       expect(await childPids(lock.pid)).toContain(chromaPid);
-      expect(cmdline(chromaPid)).toMatch(/cli\.mjs run --path/);
+      expect(cmdline(chromaPid)).toContain(`${LAUNCHER_SCRIPT} -- run --path`);
 
       process.kill(chromaPid, "SIGKILL");
       const down = await until("/ready 503 while Chroma is down", run, async () => {

@@ -335,8 +335,11 @@ describe("npm start without BACKUP_API_TOKEN", () => {
 
     const ok = await fetch(`${service.url}/status`, { headers: { authorization: `Bearer ${token}` } });
     expect(ok.status).toBe(200);
-    const status = (await ok.json()) as { chroma: { reachable: boolean }; storage: { driver: string; snapshots: number } };
+    const status = (await ok.json()) as { chroma: { reachable: boolean; version: string | null }; storage: { driver: string; snapshots: number } };
     expect(status.chroma.reachable).toBe(true);
+    // The embedded Chroma's bindings that started (the version route says "1.0.0" on every server).
+    expect(status.chroma.version).toMatch(/^1\.(0\.5|3\.4)$/);
+    expect(status.chroma.version).toBe((await logLine(service, "started the embedded Chroma", 1000)).version);
     expect(status.storage).toMatchObject({ driver: "fs", snapshots: 2 }); // the seeded one and the previous test's on-stop backup
     const wrong = await fetch(`${service.url}/status`, { headers: { authorization: "Bearer not-the-token" } });
     expect(wrong.status).toBe(401);
