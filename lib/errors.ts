@@ -95,3 +95,16 @@ export class RestoreIncompatibleError extends BackupError {
 export class ResourceLimitError extends BackupError {
   override name = "ResourceLimitError";
 }
+
+/**
+ * Restore images cannot be made here: IMAGES=off, or no embedded Chroma to make them
+ * with (CHROMA_URL, the Worker).
+ */
+export class ImagesUnavailableError extends BackupError {
+  override name = "ImagesUnavailableError";
+}
+
+/** The scratch Chroma an image was being made in failed its checks (the drill in `details`): no image was made. */
+export class ImageCheckFailedError extends BackupError {
+  override name = "ImageCheckFailedError";
+}

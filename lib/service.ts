@@ -1,6 +1,6 @@
 import type { ChromaRest } from "./chroma/rest.js";
 import type { Config, RetentionConfig } from "./config.js";
-import { ConflictError, NotFoundError, OperationCancelledError, RestorePendingError, SnapshotCorruptError } from "./errors.js";
+import { ConflictError, ImagesUnavailableError, NotFoundError, OperationCancelledError, RestorePendingError, SnapshotCorruptError } from "./errors.js";
 import { StoreLock, type LeaseInfo } from "./lock.js";
 import { errorFields, jsonLogger, type Logger } from "./log.js";
 import { prune, type PruneResult } from "./prune.js";
@@ -16,6 +16,10 @@ import { planRestore, restoreSnapshot } from "./snapshot/restore.js";
 import { verifySnapshot, type VerifyReport } from "./snapshot/verify.js";
 import { readDrill, readDrills, runDrill, type DrillResult } from "./drill.js";
 import { estimateRestore, readRestoreStats, recordRestore, type RtoEstimate } from "./rto.js";
+import { imageDue } from "./images/auto-image.js";
+import type { BuiltImage } from "./images/build.js";
+import { listImages, pruneImages } from "./images/store.js";
+import { summarizeImage, type ImageSummary } from "./images/types.js";
 import { isNotFound } from "./storage/errors.js";
 import { formatWait } from "./storage/retry.js";
 import type { Storage } from "./storage/types.js";
@@ -39,9 +43,33 @@ export interface ServiceOptions {
   scheduler?: BackupScheduler;
   /** Whether Chroma's data changed since the newest snapshot; undefined: unknown (counted as changed). */
   changeSignal?: () => boolean | undefined;
+  /** IMAGE_KEEP: restore images prune keeps (default 1). */
+  imageKeep?: number;
+  /** Making restore images: the Node runtime with the embedded Chroma and IMAGES=on. Absent: `imagesUnavailable` says why. */
+  images?: ImageMaking;
+  /** Why restore images cannot be made here (IMAGES=off, CHROMA_URL, the Worker): the message of a refused POST /backups/:id/image. */
+  imagesUnavailable?: string;
   /** How long /status waits for each part (Chroma, the catalog, the objects, the lock) before it says it could not read it; default 4 s. */
   statusPartTimeoutMs?: number;
 }
+
+/** What a runtime that can make restore images brings (runtime/images.ts on Node). */
+export interface ImageMaking {
+  /** Makes an image of the snapshot (lib/images/build.ts's buildImage, with the scratch Chroma bound in). */
+  make: (storage: Storage, snapshot: Manifest, options: { signal: AbortSignal; keys: ManifestKeys; lease: () => Promise<{ signal: AbortSignal; release(): Promise<void> }>; log: Logger; now: () => Date }) => Promise<BuiltImage>;
+  /** The version of the Chroma images are made with: images of another are not counted as fresh. */
+  chromaVersion: string;
+  /** IMAGE_INTERVAL in seconds: after a backup, a new image when the newest is older. */
+  intervalSeconds: number;
+}
+
+/** The restore image being made by this instance (at most one). */
+export interface RunningImage {
+  snapshot: string;
+  startedAt: string;
+}
+
+export type MadeImage = BuiltImage & { imagesPruned: string[] };
 
 /** The backup or prune this instance is running (at most one). */
 export interface RunningOperation {
@@ -101,6 +129,9 @@ export type RestoreOutcome =
   | { restored: true; snapshot: string; collections: { name: string; records: number }[]; safetySnapshot: string | null; durationMs: number; skipped?: { id: string; reason: string }[] }
   | { restored: false; reason: string; snapshot?: string; dryRun?: boolean; plan?: { name: string; from: string; records: number; action: string }[]; skipped?: { id: string; reason: string }[] };
 
+/** Prune's result, with the restore images IMAGE_KEEP kept and deleted (their chunks go with the snapshots' sweep). */
+export type PruneOutcome = PruneResult & { images: { kept: string[]; deleted: string[] } };
+
 export interface PruneRequest extends Omit<RetentionRules, "keepSafety"> {
   dryRun?: boolean;
   limit?: number;
@@ -124,10 +155,30 @@ export class BackupService {
   private restoreState: BackupService["startupRestore"] = { state: "none", since: new Date().toISOString(), attempts: 0 };
   /** The backup or prune this instance runs: a second one is refused at once, before the store is asked. */
   private running: RunningOperation | null = null;
+  /** The image build this instance runs (one at a time), and what stops it. */
+  private imaging: (RunningImage & { stop: AbortController; done: Promise<unknown> }) | null = null;
+  /** Automatic image builds started after backups and not yet over. */
+  private readonly imageWork = new Set<Promise<void>>();
+  private imagesStopped = false;
 
   /** The service as a runtime builds it from configuration. */
-  static fromConfig(config: Config, parts: Pick<ServiceOptions, "chroma" | "storage" | "log" | "holder">): BackupService {
-    return new BackupService({ ...parts, storagePrefix: config.storage.prefix, retention: config.retention, backupMinIntervalSeconds: config.backupMinIntervalSeconds, lockTtlMs: config.lockTtlMs, signingKeys: config.signingKeys });
+  static fromConfig(config: Config, parts: Pick<ServiceOptions, "chroma" | "storage" | "log" | "holder" | "images">): BackupService {
+    const imagesUnavailable = !config.images.enabled
+      ? "restore images are off (IMAGES=off)"
+      : config.chroma.url
+        ? "restore images need the embedded Chroma: this service protects the Chroma at CHROMA_URL"
+        : "this runtime cannot make restore images (they need the Node runtime with the embedded Chroma)";
+    return new BackupService({
+      ...parts,
+      images: config.images.enabled ? parts.images : undefined,
+      imagesUnavailable,
+      imageKeep: config.images.keep,
+      storagePrefix: config.storage.prefix,
+      retention: config.retention,
+      backupMinIntervalSeconds: config.backupMinIntervalSeconds,
+      lockTtlMs: config.lockTtlMs,
+      signingKeys: config.signingKeys,
+    });
   }
 
   constructor(private readonly options: ServiceOptions) {
@@ -271,6 +322,7 @@ export class BackupService {
         this.log("warn", "retention after backup failed", { snapshot: manifest.id, error: (err as Error).message });
       }
       outcome = { skipped: false, snapshot: summarize(manifest), manifest, retention };
+      if (!request.collections && manifest.tag !== SAFETY_TAG) this.imageAfterBackup(manifest);
       return outcome;
     } finally {
       for (const end of ends) end?.(outcome);
@@ -421,7 +473,7 @@ export class BackupService {
     return { deleted: id };
   }
 
-  async prune(request: PruneRequest = {}, signal?: AbortSignal): Promise<PruneResult> {
+  async prune(request: PruneRequest = {}, signal?: AbortSignal): Promise<PruneOutcome> {
     // Checked before it starts only: a prune is short, and deletes nothing a snapshot still needs.
     if (signal?.aborted) throw new OperationCancelledError("the client disconnected: the prune was cancelled and changed nothing");
     // Each rule the request leaves out falls back to its configured value (keepLast: RETENTION_KEEP_LAST).
@@ -436,15 +488,112 @@ export class BackupService {
       keepSafety: this.retention.keepSafety,
       keepBeforeDrop: this.retention.keepBeforeDrop,
     };
-    if (request.dryRun) return prune(this.storage, rules, { dryRun: true, limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys });
+    const keep = this.options.imageKeep ?? 1;
+    if (request.dryRun) {
+      const images = await pruneImages(this.storage, keep, { dryRun: true, keys: this.manifestKeys });
+      return { ...(await prune(this.storage, rules, { dryRun: true, limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys })), images };
+    }
     return this.exclusive("prune", async () => {
       const lease = await this.lock.acquire("prune", this.holder);
       try {
-        return await prune(this.storage, rules, { limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys });
+        // Images first: the chunks only the deleted ones used go in the same sweep.
+        const images = await pruneImages(this.storage, keep, { keys: this.manifestKeys });
+        return { ...(await prune(this.storage, rules, { limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys })), images };
       } finally {
         await lease.release();
       }
     });
+  }
+
+  /**
+   * Makes a restore image of the snapshot now (POST /backups/:id/image): in a scratch
+   * Chroma, never the app's (lib/images/build.ts); also a restore drill, recorded with the
+   * snapshot. One at a time per instance (ConflictError); ImagesUnavailableError where
+   * images cannot be made. Then IMAGE_KEEP is applied to the images.
+   */
+  async makeImage(idOrLatest: string, signal?: AbortSignal): Promise<MadeImage> {
+    const images = this.options.images;
+    if (!images || this.imagesStopped) throw new ImagesUnavailableError(this.imagesStopped ? "the service is stopping: no restore image is made" : (this.options.imagesUnavailable ?? "restore images cannot be made here"));
+    const busy = this.imaging;
+    if (busy) throw new ConflictError(`a restore image (of snapshot ${busy.snapshot}) is being made in this instance since ${busy.startedAt}; one at a time: try again when it is done`, { snapshot: busy.snapshot, startedAt: busy.startedAt });
+    const stop = new AbortController();
+    const caller = cancelledBy(signal, "image build");
+    const stopBoth = caller ? AbortSignal.any([stop.signal, caller]) : stop.signal;
+    let settle!: () => void;
+    const done = new Promise<void>((r) => (settle = r));
+    const imaging = { snapshot: idOrLatest, startedAt: this.now().toISOString(), stop, done };
+    this.imaging = imaging;
+    try {
+      const manifest = await this.get(idOrLatest);
+      imaging.snapshot = manifest.id;
+      const built = await images.make(this.storage, manifest, { signal: stopBoth, keys: this.manifestKeys, lease: () => this.leaseForImage(stopBoth), log: this.log, now: this.now });
+      let imagesPruned: string[] = [];
+      try {
+        imagesPruned = (await pruneImages(this.storage, this.options.imageKeep ?? 1, { keys: this.manifestKeys })).deleted;
+        if (imagesPruned.length > 0) this.log("info", "restore images beyond IMAGE_KEEP forgotten (their chunks go at the next prune)", { deleted: imagesPruned, keep: this.options.imageKeep ?? 1 });
+      } catch (err) {
+        this.log("warn", "applying IMAGE_KEEP after an image build failed (the next prune applies it)", errorFields(err));
+      }
+      return { ...built, imagesPruned };
+    } finally {
+      this.imaging = null;
+      settle();
+    }
+  }
+
+  /** The image build this instance runs, if any. */
+  get runningImage(): RunningImage | null {
+    return this.imaging ? { snapshot: this.imaging.snapshot, startedAt: this.imaging.startedAt } : null;
+  }
+
+  /** Resolves when the automatic image builds started so far are over (they log their own outcome). */
+  async imagesSettled(): Promise<void> {
+    while (this.imageWork.size > 0) await Promise.all([...this.imageWork]);
+  }
+
+  /** Stops the image build under way (its scratch Chroma stopped, nothing committed) and starts no other. */
+  async stopImages(): Promise<void> {
+    this.imagesStopped = true;
+    const running = this.imaging;
+    running?.stop.abort(new OperationCancelledError("the service is stopping: the restore image build was abandoned, nothing committed"));
+    await Promise.allSettled([running?.done, this.imagesSettled()]);
+  }
+
+  /** The store lock for an image's upload: waits (up to twice the lease's TTL) while a backup or prune holds it. */
+  private async leaseForImage(signal: AbortSignal): Promise<{ signal: AbortSignal; release(): Promise<void> }> {
+    const deadline = Date.now() + 2 * this.lock.ttlMs;
+    for (;;) {
+      signal.throwIfAborted();
+      try {
+        return await this.lock.acquire("image", this.holder);
+      } catch (err) {
+        if (!(err instanceof ConflictError) || Date.now() > deadline) throw err;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  /** After a committed backup of every collection: a restore image in the background when one is due (lib/images/auto-image.ts); never fatal. */
+  private imageAfterBackup(manifest: Manifest): void {
+    const images = this.options.images;
+    if (!images || this.imagesStopped) return;
+    if (this.imaging) {
+      this.log("info", `no restore image of snapshot ${manifest.id} after the backup: one (of ${this.imaging.snapshot}) is being made`, { snapshot: manifest.id });
+      return;
+    }
+    const work = (async () => {
+      try {
+        const due = imageDue(await listImages(this.storage, this.manifestKeys), manifest, { chromaVersion: images.chromaVersion, intervalSeconds: images.intervalSeconds, now: this.now() });
+        if (!due) return;
+        this.log("info", `making a restore image of snapshot ${manifest.id} after the backup: ${due}`, { snapshot: manifest.id });
+        await this.makeImage(manifest.id);
+      } catch (err) {
+        if (this.imagesStopped && err instanceof OperationCancelledError) return;
+        this.log(err instanceof ConflictError ? "warn" : "error", `the automatic restore image of snapshot ${manifest.id} was not made`, { snapshot: manifest.id, ...errorFields(err) });
+      }
+    })();
+    this.imageWork.add(work);
+    void work.finally(() => this.imageWork.delete(work));
   }
 
   /**
@@ -482,11 +631,12 @@ export class BackupService {
       }
       return { chunks, storedBytes };
     };
-    const [, catalog, objects, lock] = await Promise.all([
+    const [, catalog, objects, lock, images] = await Promise.all([
       part("chroma", readChroma),
       part("catalog", () => readCatalog(this.storage, this.manifestKeys)),
       part("objects", readObjects),
       part("lock", () => this.lock.current()),
+      part("images", () => listImages(this.storage, this.manifestKeys)),
     ]);
     const last = catalog?.snapshots.find((m) => m.tag !== SAFETY_TAG) ?? null;
     const recovery = catalog ? await part("recovery", () => this.recoveryObjectives(last)) : undefined;
@@ -506,6 +656,8 @@ export class BackupService {
       retention: this.retention,
       lock: lock === undefined ? "unknown" : lock,
       running: this.running,
+      images: images ? images.map(summarizeImage) : null,
+      runningImage: this.runningImage,
       startupRestore: this.startupRestore,
       errors,
       ...(recovery ?? { rpo: { lastBackupAgeSeconds: null, unprotectedChanges: true, nextBackupAt: null }, rto: { estimatedRestoreSeconds: null, basis: "unknown: the store did not answer in time" } }),
@@ -580,6 +732,10 @@ export interface Status {
   lock: LeaseInfo | null | "unknown";
   /** The backup or prune this instance is running. */
   running: RunningOperation | null;
+  /** The restore images in the store, newest snapshot first; null when they could not be read. */
+  images: ImageSummary[] | null;
+  /** The restore image this instance is making. */
+  runningImage: RunningImage | null;
   startupRestore: BackupService["startupRestore"];
   /** The parts that could not be read, and why. */
   errors: { part: string; message: string }[];

@@ -14,6 +14,7 @@ import { logSigningStatus } from "../lib/snapshot/signing.js";
 import { storageFromConfig } from "../lib/storage/node.js";
 import { VERSION } from "../handlers/version.js";
 import { compose } from "./compose.js";
+import { embeddedImageMaking } from "./images.js";
 import type { Readiness } from "./readiness.js";
 import { runChild, waitUntilReady } from "./run.js";
 import { removeServiceFile, writeServiceFile } from "./service-file.js";
@@ -103,7 +104,8 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
     if (gate && !gate.isOpen) return "the Chroma gate is not open yet";
     return null;
   };
-  const { app, service, readiness, chroma } = compose(config, { storage, chromaUrl, token, log, notReady });
+  const images = embedded ? embeddedImageMaking(config, (dataDir) => startEmbeddedChroma({ dataDir, log })) : undefined;
+  const { app, service, readiness, chroma } = compose(config, { storage, chromaUrl, token, log, notReady, images });
   logSigningStatus(service.manifestKeys, log);
   // Collections an interrupted restore built aside: all of them on the embedded Chroma (nothing
   // else writes to it); on a shared one only stale ones (another instance may be building one).
@@ -167,6 +169,7 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
   const stopHooks: (() => Promise<void>)[] = [
     async () => {
       drills?.stop();
+      await service.stopImages(); // an image build under way is abandoned; the on-stop backup starts none
       await gate?.close(); // no app write may land after the on-stop backup read its data
       const result = await autoBackup.backupOnStop();
       log(result.outcome === "timeout" || result.outcome === "failed" ? "error" : "info", "on-stop backup", { ...result });
