@@ -1,4 +1,5 @@
 import type { Storage } from "./storage/types.js";
+import { planImagePrune } from "./images/catalog.js";
 import { readCatalog } from "./snapshot/catalog.js";
 import { chunkKey, digestsKey } from "./snapshot/chunk.js";
 import { manifestKey } from "./snapshot/manifest.js";
@@ -17,6 +18,11 @@ export interface PruneOptions {
   now?: () => Date;
   /** SNAPSHOT_SIGNING_KEY: a manifest without a valid signature counts as damaged. */
   keys?: ManifestKeys;
+  /**
+   * IMAGE_KEEP: the newest restore images kept (planImagePrune); default all. An image
+   * whose snapshot this prune removes goes too (catch-up starts from that snapshot).
+   */
+  imageKeep?: number;
 }
 
 export interface PruneResult {
@@ -26,6 +32,8 @@ export interface PruneResult {
   chunksDeleted: number;
   bytesFreed: number;
   remaining: number;
+  /** Snapshot ids of the restore images deleted. */
+  imagesDeleted: string[];
   warnings: string[];
 }
 
@@ -49,6 +57,10 @@ export async function prune(storage: Storage, rules: RetentionRules, options: Pr
 
   const referenced = new Set<string>();
   for (const m of catalog.snapshots) if (!deletingIds.has(m.id)) for (const c of m.collections) for (const ref of c.chunks) referenced.add(ref.hash);
+  // Images share the chunk space: the kept ones' chunks are referenced too.
+  const remainingIds = [...catalog.snapshots.filter((m) => !deletingIds.has(m.id)).map((m) => m.id), ...catalog.damaged.map((d) => d.id)];
+  const images = await planImagePrune(storage, options.imageKeep ?? Infinity, { dryRun, keys: options.keys, snapshots: remainingIds });
+  for (const image of images.kept) for (const f of image.files) for (const ref of f.chunks) referenced.add(ref.hash);
 
   let chunksDeleted = 0;
   let bytesFreed = 0;
@@ -82,6 +94,7 @@ export async function prune(storage: Storage, rules: RetentionRules, options: Pr
     chunksDeleted,
     bytesFreed,
     remaining: forget.length - deleting.length,
+    imagesDeleted: images.deleted,
     warnings,
   };
 }

@@ -18,7 +18,7 @@ import { readDrill, readDrills, runDrill, type DrillResult } from "./drill.js";
 import { estimateRestore, readRestoreStats, recordRestore, type RtoEstimate } from "./rto.js";
 import { imageDue } from "./images/auto-image.js";
 import type { BuiltImage } from "./images/build.js";
-import { listImages, pruneImages } from "./images/store.js";
+import { listImages, pruneImages } from "./images/catalog.js"; // not store.js: the Worker bundles this module (no filesystem)
 import { summarizeImage, type ImageSummary } from "./images/types.js";
 import { isNotFound } from "./storage/errors.js";
 import { formatWait } from "./storage/retry.js";
@@ -30,6 +30,8 @@ export interface ServiceOptions {
   /** Shown in /status; the store's key prefix. */
   storagePrefix: string;
   retention: RetentionConfig;
+  /** IMAGE_KEEP: restore images kept by prune (default: all). */
+  imageKeep?: number;
   /** Default interval (seconds) of `backupIfDue`: BACKUP_MIN_INTERVAL. */
   backupMinIntervalSeconds?: number;
   log?: Logger;
@@ -43,8 +45,6 @@ export interface ServiceOptions {
   scheduler?: BackupScheduler;
   /** Whether Chroma's data changed since the newest snapshot; undefined: unknown (counted as changed). */
   changeSignal?: () => boolean | undefined;
-  /** IMAGE_KEEP: restore images prune keeps (default 1). */
-  imageKeep?: number;
   /** Making restore images: the Node runtime with the embedded Chroma and IMAGES=on. Absent: `imagesUnavailable` says why. */
   images?: ImageMaking;
   /** Why restore images cannot be made here (IMAGES=off, CHROMA_URL, the Worker): the message of a refused POST /backups/:id/image. */
@@ -128,9 +128,6 @@ export interface RestoreRequest {
 export type RestoreOutcome =
   | { restored: true; snapshot: string; collections: { name: string; records: number }[]; safetySnapshot: string | null; durationMs: number; skipped?: { id: string; reason: string }[] }
   | { restored: false; reason: string; snapshot?: string; dryRun?: boolean; plan?: { name: string; from: string; records: number; action: string }[]; skipped?: { id: string; reason: string }[] };
-
-/** Prune's result, with the restore images IMAGE_KEEP kept and deleted (their chunks go with the snapshots' sweep). */
-export type PruneOutcome = PruneResult & { images: { kept: string[]; deleted: string[] } };
 
 export interface PruneRequest extends Omit<RetentionRules, "keepSafety"> {
   dryRun?: boolean;
@@ -316,7 +313,7 @@ export class BackupService {
       for (const w of manifest.warnings) if (w.startsWith(DROP_WARNING_PREFIX)) this.log("warn", w, { snapshot: manifest.id, records: manifest.records, collections: manifest.collections.length });
       let retention: PruneResult | null = null;
       try {
-        retention = await prune(this.storage, this.retention, { keys: this.manifestKeys, now: this.now });
+        retention = await prune(this.storage, this.retention, { keys: this.manifestKeys, now: this.now, imageKeep: this.options.imageKeep });
       } catch (err) {
         // The snapshot is committed; a failed rotation is retried by the next one.
         this.log("warn", "retention after backup failed", { snapshot: manifest.id, error: (err as Error).message });
@@ -473,7 +470,7 @@ export class BackupService {
     return { deleted: id };
   }
 
-  async prune(request: PruneRequest = {}, signal?: AbortSignal): Promise<PruneOutcome> {
+  async prune(request: PruneRequest = {}, signal?: AbortSignal): Promise<PruneResult> {
     // Checked before it starts only: a prune is short, and deletes nothing a snapshot still needs.
     if (signal?.aborted) throw new OperationCancelledError("the client disconnected: the prune was cancelled and changed nothing");
     // Each rule the request leaves out falls back to its configured value (keepLast: RETENTION_KEEP_LAST).
@@ -488,17 +485,11 @@ export class BackupService {
       keepSafety: this.retention.keepSafety,
       keepBeforeDrop: this.retention.keepBeforeDrop,
     };
-    const keep = this.options.imageKeep ?? 1;
-    if (request.dryRun) {
-      const images = await pruneImages(this.storage, keep, { dryRun: true, keys: this.manifestKeys });
-      return { ...(await prune(this.storage, rules, { dryRun: true, limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys })), images };
-    }
+    if (request.dryRun) return prune(this.storage, rules, { dryRun: true, limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys, imageKeep: this.options.imageKeep });
     return this.exclusive("prune", async () => {
       const lease = await this.lock.acquire("prune", this.holder);
       try {
-        // Images first: the chunks only the deleted ones used go in the same sweep.
-        const images = await pruneImages(this.storage, keep, { keys: this.manifestKeys });
-        return { ...(await prune(this.storage, rules, { limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys })), images };
+        return await prune(this.storage, rules, { limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys, imageKeep: this.options.imageKeep });
       } finally {
         await lease.release();
       }
@@ -529,8 +520,9 @@ export class BackupService {
       const built = await images.make(this.storage, manifest, { signal: stopBoth, keys: this.manifestKeys, lease: () => this.leaseForImage(stopBoth), log: this.log, now: this.now });
       let imagesPruned: string[] = [];
       try {
-        imagesPruned = (await pruneImages(this.storage, this.options.imageKeep ?? 1, { keys: this.manifestKeys })).deleted;
-        if (imagesPruned.length > 0) this.log("info", "restore images beyond IMAGE_KEEP forgotten (their chunks go at the next prune)", { deleted: imagesPruned, keep: this.options.imageKeep ?? 1 });
+        const keep = this.options.imageKeep ?? Infinity;
+        imagesPruned = (await pruneImages(this.storage, keep, { keys: this.manifestKeys })).deleted;
+        if (imagesPruned.length > 0) this.log("info", "restore images beyond IMAGE_KEEP forgotten (their chunks go at the next prune)", { deleted: imagesPruned, keep });
       } catch (err) {
         this.log("warn", "applying IMAGE_KEEP after an image build failed (the next prune applies it)", errorFields(err));
       }

@@ -132,10 +132,17 @@ describe("automatic images after backups, IMAGE_KEEP", () => {
     const images = await snapshotsImaged();
     expect(images.length).toBe(2);
     const dry = await service({ IMAGE_KEEP: "1" }).prune({ dryRun: true });
-    expect(dry.images).toEqual({ kept: [images[0]], deleted: [images[1]] });
+    expect(dry.imagesDeleted).toEqual([images[1]]);
     expect(await snapshotsImaged()).toEqual(images);
     const real = await service({ IMAGE_KEEP: "1" }).prune({});
-    expect(real.images).toEqual({ kept: [images[0]], deleted: [images[1]] });
+    expect(real.imagesDeleted).toEqual([images[1]]);
     expect(await snapshotsImaged()).toEqual([images[0]]);
+  });
+
+  it("makes one image at a time in an instance: a second request meanwhile is a 409 conflict", async () => {
+    const svc = service({});
+    const first = svc.makeImage("latest");
+    await expect(svc.makeImage("latest")).rejects.toMatchObject({ name: "ConflictError" });
+    expect((await first).drill.ok).toBe(true);
   });
 });
