@@ -30,8 +30,6 @@ export interface ServiceOptions {
   /** Shown in /status; the store's key prefix. */
   storagePrefix: string;
   retention: RetentionConfig;
-  /** IMAGE_KEEP: restore images kept by prune (default: all). */
-  imageKeep?: number;
   /** Default interval (seconds) of `backupIfDue`: BACKUP_MIN_INTERVAL. */
   backupMinIntervalSeconds?: number;
   log?: Logger;
@@ -45,6 +43,8 @@ export interface ServiceOptions {
   scheduler?: BackupScheduler;
   /** Whether Chroma's data changed since the newest snapshot; undefined: unknown (counted as changed). */
   changeSignal?: () => boolean | undefined;
+  /** IMAGE_KEEP: the restore images prune keeps, newest first (default: every image whose snapshot remains). */
+  imageKeep?: number;
   /** Making restore images: the Node runtime with the embedded Chroma and IMAGES=on. Absent: `imagesUnavailable` says why. */
   images?: ImageMaking;
   /** Why restore images cannot be made here (IMAGES=off, CHROMA_URL, the Worker): the message of a refused POST /backups/:id/image. */
@@ -313,7 +313,7 @@ export class BackupService {
       for (const w of manifest.warnings) if (w.startsWith(DROP_WARNING_PREFIX)) this.log("warn", w, { snapshot: manifest.id, records: manifest.records, collections: manifest.collections.length });
       let retention: PruneResult | null = null;
       try {
-        retention = await prune(this.storage, this.retention, { keys: this.manifestKeys, now: this.now, imageKeep: this.options.imageKeep });
+        retention = await prune(this.storage, this.retention, { keys: this.manifestKeys, now: this.now });
       } catch (err) {
         // The snapshot is committed; a failed rotation is retried by the next one.
         this.log("warn", "retention after backup failed", { snapshot: manifest.id, error: (err as Error).message });
@@ -485,11 +485,13 @@ export class BackupService {
       keepSafety: this.retention.keepSafety,
       keepBeforeDrop: this.retention.keepBeforeDrop,
     };
-    if (request.dryRun) return prune(this.storage, rules, { dryRun: true, limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys, imageKeep: this.options.imageKeep });
+    // IMAGE_KEEP: the images beyond it go in the same pass, and the chunks only they used in its sweep.
+    const imageKeep = this.options.imageKeep;
+    if (request.dryRun) return prune(this.storage, rules, { dryRun: true, limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys, imageKeep });
     return this.exclusive("prune", async () => {
       const lease = await this.lock.acquire("prune", this.holder);
       try {
-        return await prune(this.storage, rules, { limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys, imageKeep: this.options.imageKeep });
+        return await prune(this.storage, rules, { limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys, imageKeep });
       } finally {
         await lease.release();
       }

@@ -10,8 +10,8 @@ import type { Storage } from "../storage/types.js";
 import { isSafeRelativePath } from "./manifest.js";
 import type { ImageChunkRef, ImageManifest } from "./types.js";
 
-/** Chunks fetched ahead of the one being written (each at most 64 KiB inflated). */
-const READ_AHEAD = 4;
+/** Chunks fetched ahead of the one being written: latency-bound ~16 KiB requests; each at most 64 KiB inflated. */
+const READ_AHEAD = 8;
 
 /**
  * Writes the image's files into `targetDir`, which must not exist or be empty. Everything

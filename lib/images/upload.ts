@@ -12,9 +12,9 @@ import { cdcChunks } from "./cdc.js";
 import { imageKey, serializeImageManifest } from "./manifest.js";
 import { IMAGE_EXCLUDED_FILES, type ImageChunkRef, type ImageCollection, type ImageFile, type ImageManifest } from "./types.js";
 
-/** Chunk uploads in flight at once (each holds one chunk: memory stays a few chunks). */
-const UPLOAD_WIDTH = 4;
-/** Level 1: SQLite pages compress about as well as at 2; HNSW floats barely compress at any level. */
+/** Chunk uploads in flight at once: a remote store's latency, not bandwidth, bounds ~16 KiB requests (each holds one chunk). */
+const UPLOAD_WIDTH = 8;
+/** Level 1, zlib's cheapest matching: the files are mostly float bytes (HNSW, SQLite's embedding rows), which barely compress at any level. */
 const DEFLATE = { level: 1 };
 
 export interface UploadImageOptions {

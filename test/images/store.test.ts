@@ -12,8 +12,10 @@ import { chunkKey, sha256Hex } from "../../lib/snapshot/chunk.js";
 import { ManifestKeys } from "../../lib/snapshot/signing.js";
 import { fsStorage } from "../../lib/storage/fs.js";
 import { memoryStorage } from "../../lib/storage/memory.js";
+import { s3Storage } from "../../lib/storage/s3.js";
 import type { Storage } from "../../lib/storage/types.js";
 import { addRecords, collectionId, createCollection, dumpCollection, makeRecords } from "../fixtures/dataset.js";
+import { startS3rver } from "../fixtures/s3rver.js";
 import { mountTmpfs } from "../fixtures/tmpfs.js";
 
 const SNAP_A = "20261201T000000Z-0001";
@@ -83,6 +85,20 @@ describe("restore images of a real Chroma data directory", () => {
       await chroma.stop();
     }
   }, 120_000);
+
+  it("round-trips through a real S3 server (s3rver): the same files come back", async () => {
+    const server = await startS3rver(["images"]);
+    try {
+      const storage = s3Storage({ endpoint: server.endpoint, bucket: "images", accessKeyId: "S3RVER", secretAccessKey: "S3RVER" });
+      const { manifest } = await uploadImage(storage, chromaDir, meta(SNAP_A));
+      const target = join(work, "restored-s3");
+      await downloadImage(storage, await readImage(storage, SNAP_A), target);
+      expect(await filesOf(target)).toEqual(await filesOf(chromaDir));
+      expect((await uploadImage(storage, chromaDir, meta(SNAP_B))).reusedBytes).toBe(manifest.storedBytes);
+    } finally {
+      await server.close();
+    }
+  }, 60_000);
 
   it("a second image of the same files uploads nothing; a small change uploads a few chunks", async () => {
     const storage = memoryStorage();
