@@ -80,6 +80,28 @@ export async function catchUp(chroma: ChromaRest, storage: Storage, from: Manife
   return result;
 }
 
+/** How many records catchUp(from, to) writes, from the manifests alone (the RTO estimate's delta). */
+export function catchUpRecords(from: Manifest, to: Manifest): number {
+  const fromByName = new Map(from.collections.map((c) => [c.name, c]));
+  let records = 0;
+  for (const t of to.collections) {
+    const f = fromByName.get(t.name);
+    if (!f || settingsChanged(f, t)) {
+      records += t.records;
+      continue;
+    }
+    const fromRefs = new Map(f.chunks.map((r) => [r.hash, r]));
+    for (const ref of t.chunks) {
+      const before = fromRefs.get(ref.hash);
+      if (before && sameDrop(ref, before)) continue;
+      const liveNow = liveIn(ref);
+      const liveBefore = liveIn(before);
+      for (let i = 0; i < ref.records; i++) if (liveNow(i) && !liveBefore(i)) records++;
+    }
+  }
+  return records;
+}
+
 /** Why the collection must be rebuilt rather than caught up, or null. */
 function settingsChanged(f: CollectionEntry, t: CollectionEntry): string | null {
   if (f.metadataJson !== t.metadataJson) return "its metadata changed";
