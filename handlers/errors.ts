@@ -1,7 +1,7 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type * as v from "valibot";
-import { BackupError, ChromaRequestError, ChromaUnavailableError, ConflictError, InvalidRequestError, NotFoundError, OperationCancelledError, ResourceLimitError, RestoreIncompatibleError, RestorePendingError, SnapshotCorruptError } from "../lib/errors.js";
+import { BackupError, ChromaRequestError, ChromaUnavailableError, ConflictError, ImageCorruptError, InvalidRequestError, NotFoundError, OperationCancelledError, ResourceLimitError, RestoreIncompatibleError, RestorePendingError, SnapshotCorruptError } from "../lib/errors.js";
 import { LeaseLostError } from "../lib/lock.js";
 import { StorageError } from "../lib/storage/errors.js";
 
@@ -40,6 +40,7 @@ export function toApiError(err: unknown): ApiError {
   if (err instanceof ConflictError) return { status: 409, code: "conflict", message: err.message, details: err.details };
   if (err instanceof RestorePendingError) return { status: 409, code: "restore_pending", message: err.message, details: err.details };
   if (err instanceof SnapshotCorruptError) return { status: 422, code: "snapshot_corrupt", message: err.message, details: { chunk: err.chunk, collection: err.collection } };
+  if (err instanceof ImageCorruptError) return { status: 422, code: "image_corrupt", message: err.message, details: { image: err.image, chunk: err.chunk } };
   if (err instanceof RestoreIncompatibleError) return { status: 422, code: "restore_incompatible", message: err.message, details: err.incompatibility };
   // Memory or CPU ran out mid-decode: the data is fine, so never 422 snapshot_corrupt.
   if (err instanceof ResourceLimitError) return { status: 503, code: "resource_limit", message: `${err.message}. The snapshot is not known to be damaged; retry with more memory or CPU time`, details: err.details };

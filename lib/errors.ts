@@ -95,3 +95,20 @@ export class RestoreIncompatibleError extends BackupError {
 export class ResourceLimitError extends BackupError {
   override name = "ResourceLimitError";
 }
+
+/**
+ * A restore image (lib/images) failed a check: its manifest, a chunk (missing, wrong size,
+ * wrong sha256, does not inflate) or a file's size or sha256. Images are a cache: callers
+ * fall back to a logical restore of the snapshot.
+ */
+export class ImageCorruptError extends BackupError {
+  override name = "ImageCorruptError";
+  constructor(
+    message: string,
+    readonly image: string,
+    readonly chunk: string | null,
+    options?: { cause?: unknown },
+  ) {
+    super(message, { image, chunk }, options);
+  }
+}

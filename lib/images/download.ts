@@ -1,0 +1,179 @@
+import { createHash, randomBytes } from "node:crypto";
+import { mkdir, open, readdir, rename, rm, rmdir, type FileHandle } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { ImageCorruptError, InvalidRequestError } from "../errors.js";
+import { chunkKey, sha256Hex } from "../snapshot/chunk.js";
+import { InflateError, inflateSection } from "../snapshot/codec.js";
+import { isNotFound } from "../storage/errors.js";
+import { readAll, TooLargeError } from "../storage/streams.js";
+import type { Storage } from "../storage/types.js";
+import { isSafeRelativePath } from "./manifest.js";
+import type { ImageChunkRef, ImageManifest } from "./types.js";
+
+/** Chunks fetched ahead of the one being written (each at most 64 KiB inflated). */
+const READ_AHEAD = 4;
+
+/**
+ * Writes the image's files into `targetDir`, which must not exist or be empty. Everything
+ * goes to a sibling temp folder first: each chunk's sha256 and size are checked before it
+ * is inflated (to exactly its claimed size), each file's size and sha256 after it is
+ * written, every file and folder is fsynced, then the folder is renamed into place. On any
+ * failure or abort the temp folder is removed and `targetDir` is left as it was (absent or
+ * empty): nothing Chroma would start on. A damaged image: ImageCorruptError.
+ */
+export async function downloadImage(
+  storage: Storage,
+  manifest: ImageManifest,
+  targetDir: string,
+  options: { signal?: AbortSignal; onProgress?: (doneBytes: number, totalBytes: number) => void } = {},
+): Promise<void> {
+  const { signal } = options;
+  signal?.throwIfAborted();
+  const targetExists = await assertAbsentOrEmpty(targetDir);
+  for (const f of manifest.files) if (!isSafeRelativePath(f.path)) throw new ImageCorruptError(`image of snapshot ${manifest.snapshot}: unsafe path ${JSON.stringify(f.path)}`, manifest.snapshot, null);
+  const parent = dirname(targetDir);
+  await mkdir(parent, { recursive: true });
+  const temp = join(parent, `.${basename(targetDir)}.image-${randomBytes(4).toString("hex")}`);
+  await mkdir(temp);
+  const chunks = new ChunkReader(storage, manifest);
+  try {
+    const folders = new Set<string>([temp]);
+    let done = 0;
+    for (const file of manifest.files) {
+      const path = join(temp, ...file.path.split("/"));
+      for (let d = dirname(path); d !== temp && !folders.has(d); d = dirname(d)) folders.add(d);
+      await mkdir(dirname(path), { recursive: true });
+      const handle = await open(path, "wx");
+      try {
+        const whole = createHash("sha256");
+        let size = 0;
+        for (let i = 0; i < file.chunks.length; i++) {
+          signal?.throwIfAborted();
+          const piece = await chunks.next();
+          whole.update(piece);
+          await writeFully(handle, piece);
+          size += piece.byteLength;
+          done += piece.byteLength;
+          options.onProgress?.(done, manifest.bytes);
+        }
+        const sum = whole.digest("hex");
+        if (size !== file.size || sum !== file.sha256) throw new ImageCorruptError(`image of snapshot ${manifest.snapshot}: ${file.path} came out as ${size} bytes with sha256 ${sum}, the manifest says ${file.size} bytes, ${file.sha256}`, manifest.snapshot, null);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    }
+    for (const folder of folders) await syncFolder(folder);
+    signal?.throwIfAborted();
+    if (targetExists) await rmdir(targetDir); // empty, checked above
+    await rename(temp, targetDir);
+    await syncFolder(parent);
+  } catch (err) {
+    chunks.abandon();
+    await rm(temp, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** True when it exists (an empty folder); InvalidRequestError when it holds anything or is not a folder. */
+async function assertAbsentOrEmpty(dir: string): Promise<boolean> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return false;
+    if (code === "ENOTDIR") throw new InvalidRequestError(`image download: ${dir} is not a folder`);
+    throw err;
+  }
+  if (names.length > 0) throw new InvalidRequestError(`image download: ${dir} is not empty (${names.length} entries): an image is only placed into an empty data directory`);
+  return true;
+}
+
+/** The image's chunks in file order, verified and inflated, with READ_AHEAD fetches in flight. */
+class ChunkReader {
+  private readonly refs: ImageChunkRef[];
+  private readonly ahead: Promise<Uint8Array>[] = [];
+  private at = 0;
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly manifest: ImageManifest,
+  ) {
+    this.refs = manifest.files.flatMap((f) => f.chunks);
+  }
+
+  async next(): Promise<Uint8Array> {
+    while (this.ahead.length < READ_AHEAD && this.at < this.refs.length) {
+      const fetching = this.fetch(this.refs[this.at++]!);
+      fetching.catch(() => {}); // awaited in turn below; a failure ahead must not be unhandled meanwhile
+      this.ahead.push(fetching);
+    }
+    const first = this.ahead.shift();
+    if (!first) throw new ImageCorruptError(`image of snapshot ${this.manifest.snapshot}: more chunks read than listed`, this.manifest.snapshot, null);
+    return first;
+  }
+
+  /** Stops reading ahead (the fetches in flight finish unobserved). */
+  abandon(): void {
+    this.ahead.length = 0;
+    this.at = this.refs.length;
+  }
+
+  private async fetch(ref: ImageChunkRef): Promise<Uint8Array> {
+    const stored = await this.fetchVerified(ref);
+    try {
+      return inflateSection(stored, ref.size);
+    } catch (err) {
+      if (err instanceof InflateError) throw this.corrupt(ref, err.message, err);
+      throw err;
+    }
+  }
+
+  /** Present, exactly `ref.bytes` long and hashing to its name; a read failing that is read again, three reads in all. */
+  private async fetchVerified(ref: ImageChunkRef): Promise<Uint8Array> {
+    let problem = "";
+    for (let read = 0; read < 3; read++) {
+      let bytes: Uint8Array;
+      try {
+        bytes = await readAll(await this.storage.get(chunkKey(ref.hash)), ref.bytes);
+      } catch (err) {
+        if (isNotFound(err)) throw this.corrupt(ref, "is missing from the store");
+        if (!(err instanceof TooLargeError)) throw err;
+        problem = `is larger than the ${ref.bytes} bytes the manifest records`;
+        continue;
+      }
+      if (bytes.byteLength !== ref.bytes) {
+        problem = `is ${bytes.byteLength} bytes, the manifest records ${ref.bytes}`;
+        continue;
+      }
+      const actual = sha256Hex(bytes);
+      if (actual === ref.hash) return bytes;
+      problem = `fails its checksum (content hashes to ${actual})`;
+    }
+    throw this.corrupt(ref, problem);
+  }
+
+  private corrupt(ref: ImageChunkRef, why: string, cause?: unknown): ImageCorruptError {
+    return new ImageCorruptError(`image of snapshot ${this.manifest.snapshot}: chunk ${ref.hash} ${why}`, this.manifest.snapshot, ref.hash, { cause });
+  }
+}
+
+/** A write into a full tmpfs can report fewer bytes written without an error (DESIGN.md): loop, and fail on no progress. */
+async function writeFully(handle: FileHandle, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.byteLength) {
+    const { bytesWritten } = await handle.write(bytes, offset, bytes.byteLength - offset);
+    if (bytesWritten <= 0) throw Object.assign(new Error("no space left on device (a write made no progress)"), { code: "ENOSPC" });
+    offset += bytesWritten;
+  }
+}
+
+async function syncFolder(path: string): Promise<void> {
+  const handle = await open(path, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
