@@ -1,4 +1,4 @@
-import { readdir, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { EmbeddedChroma } from "../chroma/embedded.js";
 import { LOCK_FILE, lockDataDir } from "../chroma/data-dir-lock.js";
@@ -53,6 +53,7 @@ export type ImageStartupOutcome =
  */
 export async function clearUnfinishedImage(dataDir: string, markerPath: string, log: Logger): Promise<boolean> {
   if (!(await exists(markerPath))) return false;
+  await mkdir(dataDir, { recursive: true }); // a crash during the download leaves none
   const lock = await lockDataDir(dataDir, log); // refuses a live owner, ends an orphan Chroma
   try {
     for (const entry of await readdir(dataDir)) if (entry !== LOCK_FILE) await rm(join(dataDir, entry), { recursive: true, force: true });
