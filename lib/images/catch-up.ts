@@ -91,13 +91,7 @@ export function catchUpRecords(from: Manifest, to: Manifest): number {
       continue;
     }
     const fromRefs = new Map(f.chunks.map((r) => [r.hash, r]));
-    for (const ref of t.chunks) {
-      const before = fromRefs.get(ref.hash);
-      if (before && sameDrop(ref, before)) continue;
-      const liveNow = liveIn(ref);
-      const liveBefore = liveIn(before);
-      for (let i = 0; i < ref.records; i++) if (liveNow(i) && !liveBefore(i)) records++;
-    }
+    for (const ref of t.chunks) records += liveOnlyIn(ref, fromRefs.get(ref.hash)).length;
   }
   return records;
 }
@@ -118,43 +112,44 @@ const liveIn = (ref: ChunkRef | undefined): ((i: number) => boolean) => {
   return (i) => !drop.has(i);
 };
 
-const sameDrop = (a: ChunkRef, b: ChunkRef): boolean => {
-  const x = a.drop ?? [];
-  const y = new Set(b.drop ?? []);
-  return x.length === y.size && x.every((i) => y.has(i));
-};
+/** Indexes `a` keeps live and `b` does not (all of `a`'s live ones when `b` is absent). */
+function liveOnlyIn(a: ChunkRef, b: ChunkRef | undefined): number[] {
+  const inA = liveIn(a);
+  const inB = liveIn(b);
+  const out: number[] = [];
+  for (let i = 0; i < a.records; i++) if (inA(i) && !inB(i)) out.push(i);
+  return out;
+}
 
 async function catchUpCollection(chroma: ChromaRest, storage: Storage, id: string, f: CollectionEntry, t: CollectionEntry, signal: AbortSignal | undefined): Promise<{ upserted: number; deleted: number }> {
   const fromRefs = new Map(f.chunks.map((r) => [r.hash, r]));
   const toRefs = new Map(t.chunks.map((r) => [r.hash, r]));
-  const changedTo = t.chunks.filter((r) => !fromRefs.has(r.hash) || !sameDrop(r, fromRefs.get(r.hash)!));
-  const changedFrom = f.chunks.filter((r) => !toRefs.has(r.hash) || !sameDrop(r, toRefs.get(r.hash)!));
+  // Only chunks with records to write or to remove are read: a chunk that merely gained
+  // drops (records deleted or changed since) has nothing to upsert.
+  const toWrite = t.chunks.map((ref) => ({ ref, indexes: liveOnlyIn(ref, fromRefs.get(ref.hash)) })).filter((w) => w.indexes.length > 0);
+  const toRemove = f.chunks.map((ref) => ({ ref, indexes: liveOnlyIn(ref, toRefs.get(ref.hash)) })).filter((w) => w.indexes.length > 0);
   const maxBatch = await chroma.maxBatchSize();
   const written = new Set<string>();
   let upserted = 0;
-  await forEachLimited(changedTo, READ_CONCURRENCY, async (ref) => {
+  await forEachLimited(toWrite, READ_CONCURRENCY, async ({ ref, indexes }) => {
     signal?.throwIfAborted();
-    const liveNow = liveIn(ref);
-    const liveBefore = liveIn(fromRefs.get(ref.hash));
-    const batch = filterBatch(await readChunk(storage, ref, t.name, t.dimension), (i) => liveNow(i) && !liveBefore(i));
+    const keep = new Set(indexes);
+    const batch = filterBatch(await readChunk(storage, ref, t.name, t.dimension), (i) => keep.has(i));
     for (const recordId of batch.ids) written.add(recordId);
     await writeInBatches(batch, maxBatch, (part) => chroma.writeRecords(id, part, "upsert"), signal);
     upserted += batch.ids.length;
   });
-  let deleted = 0;
-  await forEachLimited(changedFrom, READ_CONCURRENCY, async (ref) => {
+  const gone: string[] = [];
+  await forEachLimited(toRemove, READ_CONCURRENCY, async ({ ref, indexes }) => {
     signal?.throwIfAborted();
-    const liveBefore = liveIn(ref);
-    const liveNow = liveIn(toRefs.get(ref.hash));
     const batch = await readChunk(storage, ref, f.name, f.dimension);
-    const gone = batch.ids.filter((recordId, i) => liveBefore(i) && !liveNow(i) && !written.has(recordId));
-    for (let start = 0; start < gone.length; start += maxBatch) {
-      signal?.throwIfAborted();
-      await chroma.deleteRecords(id, gone.slice(start, start + maxBatch));
-    }
-    deleted += gone.length;
+    for (const i of indexes) if (!written.has(batch.ids[i]!)) gone.push(batch.ids[i]!);
   });
-  return { upserted, deleted };
+  for (let start = 0; start < gone.length; start += maxBatch) {
+    signal?.throwIfAborted();
+    await chroma.deleteRecords(id, gone.slice(start, start + maxBatch));
+  }
+  return { upserted, deleted: gone.length };
 }
 
 async function writeInBatches(batch: RecordBatch, maxBatch: number, write: (part: RecordBatch) => Promise<void>, signal: AbortSignal | undefined): Promise<void> {
