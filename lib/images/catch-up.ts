@@ -31,7 +31,9 @@ const READ_CONCURRENCY = 3;
  * when `to` lists the same hash with the same `drop` (so the same live records).
  * - records live in a chunk of `to` and not live in that chunk in `from` are upserted;
  * - records live in a chunk of `from` and not live in that chunk in `to` are deleted,
- *   unless `to` upserted the same id (a changed record moves to a new chunk);
+ *   unless `to` upserted the same id (a changed record moves to a new chunk); the count
+ *   after the upserts says how many there are, so `from`'s chunks are read (for their
+ *   ids) only when some record is really gone;
  * - a collection only in `to` is restored logically, one only in `from` is deleted;
  * - a collection whose metadata, configuration, schema or dimension changed is restored
  *   logically: Chroma cannot change an index's settings in place, and a replace is exact.
@@ -139,12 +141,19 @@ async function catchUpCollection(chroma: ChromaRest, storage: Storage, id: strin
     await writeInBatches(batch, maxBatch, (part) => chroma.writeRecords(id, part, "upsert"), signal);
     upserted += batch.ids.length;
   });
+  // Chroma held exactly `from`, and now also every record written: it holds more than `to`
+  // by exactly the records to delete. None (every change an update or an add): no chunk of
+  // `from` is read. Else chunks are read for their ids until that many are found.
+  const surplus = (await chroma.count(id)) - t.records;
   const gone: string[] = [];
-  await forEachLimited(toRemove, READ_CONCURRENCY, async ({ ref, indexes }) => {
-    signal?.throwIfAborted();
-    const batch = await readChunk(storage, ref, f.name, f.dimension);
-    for (const i of indexes) if (!written.has(batch.ids[i]!)) gone.push(batch.ids[i]!);
-  });
+  if (surplus > 0) {
+    await forEachLimited(toRemove, READ_CONCURRENCY, async ({ ref, indexes }) => {
+      if (gone.length >= surplus) return;
+      signal?.throwIfAborted();
+      const batch = await readChunk(storage, ref, f.name, f.dimension);
+      for (const i of indexes) if (!written.has(batch.ids[i]!)) gone.push(batch.ids[i]!);
+    });
+  }
   for (let start = 0; start < gone.length; start += maxBatch) {
     signal?.throwIfAborted();
     await chroma.deleteRecords(id, gone.slice(start, start + maxBatch));
