@@ -15,7 +15,7 @@ import { isAsideCollection } from "./snapshot/aside.js";
 import { planRestore, restoreSnapshot } from "./snapshot/restore.js";
 import { verifySnapshot, type VerifyReport } from "./snapshot/verify.js";
 import { readDrill, readDrills, runDrill, type DrillResult } from "./drill.js";
-import { estimateRestore, readRestoreStats, recordRestore, type RtoEstimate } from "./rto.js";
+import { estimateRestore, readRestoreStats, recordRestore, type ImageForRestore, type RtoEstimate } from "./rto.js";
 import { imageDue } from "./images/auto-image.js";
 import type { BuiltImage } from "./images/build.js";
 import { listImages, pruneImages } from "./images/catalog.js"; // not store.js: the Worker bundles this module (no filesystem)
@@ -149,6 +149,8 @@ export class BackupService {
   private readonly watchers = new Set<BackupWatcher>();
   scheduler: BackupScheduler | undefined;
   changeSignal: (() => boolean | undefined) | undefined;
+  /** The restore image a startup restore of a snapshot would use (set by the embedded runtime with IMAGES=on); the RTO counts it. */
+  imageForRestore: ((snapshot: Manifest) => Promise<ImageForRestore | null>) | undefined;
   private restoreState: BackupService["startupRestore"] = { state: "none", since: new Date().toISOString(), attempts: 0 };
   /** The backup or prune this instance runs: a second one is refused at once, before the store is asked. */
   private running: RunningOperation | null = null;
@@ -667,7 +669,7 @@ export class BackupService {
         unprotectedChanges: this.changeSignal?.() !== false,
         nextBackupAt: next ? next.toISOString() : null,
       },
-      rto: estimateRestore(last, await readRestoreStats(this.storage, this.log)),
+      rto: estimateRestore(last, await readRestoreStats(this.storage, this.log), last && this.imageForRestore ? await this.imageForRestore(last).catch(() => null) : null),
     };
   }
 

@@ -31,7 +31,9 @@ const READ_CONCURRENCY = 3;
  * when `to` lists the same hash with the same `drop` (so the same live records).
  * - records live in a chunk of `to` and not live in that chunk in `from` are upserted;
  * - records live in a chunk of `from` and not live in that chunk in `to` are deleted,
- *   unless `to` upserted the same id (a changed record moves to a new chunk);
+ *   unless `to` upserted the same id (a changed record moves to a new chunk); the count
+ *   after the upserts says how many there are, so `from`'s chunks are read (for their
+ *   ids) only when some record is really gone;
  * - a collection only in `to` is restored logically, one only in `from` is deleted;
  * - a collection whose metadata, configuration, schema or dimension changed is restored
  *   logically: Chroma cannot change an index's settings in place, and a replace is exact.
@@ -80,6 +82,22 @@ export async function catchUp(chroma: ChromaRest, storage: Storage, from: Manife
   return result;
 }
 
+/** How many records catchUp(from, to) writes, from the manifests alone (the RTO estimate's delta). */
+export function catchUpRecords(from: Manifest, to: Manifest): number {
+  const fromByName = new Map(from.collections.map((c) => [c.name, c]));
+  let records = 0;
+  for (const t of to.collections) {
+    const f = fromByName.get(t.name);
+    if (!f || settingsChanged(f, t)) {
+      records += t.records;
+      continue;
+    }
+    const fromRefs = new Map(f.chunks.map((r) => [r.hash, r]));
+    for (const ref of t.chunks) records += liveOnlyIn(ref, fromRefs.get(ref.hash)).length;
+  }
+  return records;
+}
+
 /** Why the collection must be rebuilt rather than caught up, or null. */
 function settingsChanged(f: CollectionEntry, t: CollectionEntry): string | null {
   if (f.metadataJson !== t.metadataJson) return "its metadata changed";
@@ -96,43 +114,51 @@ const liveIn = (ref: ChunkRef | undefined): ((i: number) => boolean) => {
   return (i) => !drop.has(i);
 };
 
-const sameDrop = (a: ChunkRef, b: ChunkRef): boolean => {
-  const x = a.drop ?? [];
-  const y = new Set(b.drop ?? []);
-  return x.length === y.size && x.every((i) => y.has(i));
-};
+/** Indexes `a` keeps live and `b` does not (all of `a`'s live ones when `b` is absent). */
+function liveOnlyIn(a: ChunkRef, b: ChunkRef | undefined): number[] {
+  const inA = liveIn(a);
+  const inB = liveIn(b);
+  const out: number[] = [];
+  for (let i = 0; i < a.records; i++) if (inA(i) && !inB(i)) out.push(i);
+  return out;
+}
 
 async function catchUpCollection(chroma: ChromaRest, storage: Storage, id: string, f: CollectionEntry, t: CollectionEntry, signal: AbortSignal | undefined): Promise<{ upserted: number; deleted: number }> {
   const fromRefs = new Map(f.chunks.map((r) => [r.hash, r]));
   const toRefs = new Map(t.chunks.map((r) => [r.hash, r]));
-  const changedTo = t.chunks.filter((r) => !fromRefs.has(r.hash) || !sameDrop(r, fromRefs.get(r.hash)!));
-  const changedFrom = f.chunks.filter((r) => !toRefs.has(r.hash) || !sameDrop(r, toRefs.get(r.hash)!));
+  // Only chunks with records to write or to remove are read: a chunk that merely gained
+  // drops (records deleted or changed since) has nothing to upsert.
+  const toWrite = t.chunks.map((ref) => ({ ref, indexes: liveOnlyIn(ref, fromRefs.get(ref.hash)) })).filter((w) => w.indexes.length > 0);
+  const toRemove = f.chunks.map((ref) => ({ ref, indexes: liveOnlyIn(ref, toRefs.get(ref.hash)) })).filter((w) => w.indexes.length > 0);
   const maxBatch = await chroma.maxBatchSize();
   const written = new Set<string>();
   let upserted = 0;
-  await forEachLimited(changedTo, READ_CONCURRENCY, async (ref) => {
+  await forEachLimited(toWrite, READ_CONCURRENCY, async ({ ref, indexes }) => {
     signal?.throwIfAborted();
-    const liveNow = liveIn(ref);
-    const liveBefore = liveIn(fromRefs.get(ref.hash));
-    const batch = filterBatch(await readChunk(storage, ref, t.name, t.dimension), (i) => liveNow(i) && !liveBefore(i));
+    const keep = new Set(indexes);
+    const batch = filterBatch(await readChunk(storage, ref, t.name, t.dimension), (i) => keep.has(i));
     for (const recordId of batch.ids) written.add(recordId);
     await writeInBatches(batch, maxBatch, (part) => chroma.writeRecords(id, part, "upsert"), signal);
     upserted += batch.ids.length;
   });
-  let deleted = 0;
-  await forEachLimited(changedFrom, READ_CONCURRENCY, async (ref) => {
-    signal?.throwIfAborted();
-    const liveBefore = liveIn(ref);
-    const liveNow = liveIn(toRefs.get(ref.hash));
-    const batch = await readChunk(storage, ref, f.name, f.dimension);
-    const gone = batch.ids.filter((recordId, i) => liveBefore(i) && !liveNow(i) && !written.has(recordId));
-    for (let start = 0; start < gone.length; start += maxBatch) {
+  // Chroma held exactly `from`, and now also every record written: it holds more than `to`
+  // by exactly the records to delete. None (every change an update or an add): no chunk of
+  // `from` is read. Else chunks are read for their ids until that many are found.
+  const surplus = (await chroma.count(id)) - t.records;
+  const gone: string[] = [];
+  if (surplus > 0) {
+    await forEachLimited(toRemove, READ_CONCURRENCY, async ({ ref, indexes }) => {
+      if (gone.length >= surplus) return;
       signal?.throwIfAborted();
-      await chroma.deleteRecords(id, gone.slice(start, start + maxBatch));
-    }
-    deleted += gone.length;
-  });
-  return { upserted, deleted };
+      const batch = await readChunk(storage, ref, f.name, f.dimension);
+      for (const i of indexes) if (!written.has(batch.ids[i]!)) gone.push(batch.ids[i]!);
+    });
+  }
+  for (let start = 0; start < gone.length; start += maxBatch) {
+    signal?.throwIfAborted();
+    await chroma.deleteRecords(id, gone.slice(start, start + maxBatch));
+  }
+  return { upserted, deleted: gone.length };
 }
 
 async function writeInBatches(batch: RecordBatch, maxBatch: number, write: (part: RecordBatch) => Promise<void>, signal: AbortSignal | undefined): Promise<void> {

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChromaRest } from "../../lib/chroma/rest.js";
 import { SnapshotCorruptError } from "../../lib/errors.js";
-import { catchUp } from "../../lib/images/catch-up.js";
+import { catchUp, catchUpRecords } from "../../lib/images/catch-up.js";
 import { takeSnapshot } from "../../lib/snapshot/backup.js";
 import { chunkKey } from "../../lib/snapshot/chunk.js";
 import type { Manifest } from "../../lib/snapshot/manifest.js";
@@ -93,6 +93,10 @@ describe("catchUp", () => {
     expect(result.upserted).toBeGreaterThanOrEqual(100 + 31 + 6);
     expect(result.upserted).toBeLessThan(1500);
     expect(result.deleted).toBe(30 + 3 + 200);
+    // What the RTO estimate counts from the manifests alone: the upserts and the collections restored.
+    const restoredRecords = b.collections.filter((c) => result.collectionsRestored.includes(c.name)).reduce((n, c) => n + c.records, 0);
+    expect(catchUpRecords(a, b)).toBe(result.upserted + restoredRecords);
+    expect(catchUpRecords(b, b)).toBe(0);
     await expectChromaHoldsB();
   });
 
