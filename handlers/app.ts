@@ -11,6 +11,7 @@ import { drillBackup } from "./drill.js";
 import { errorBody, errorResponse, HttpError, toApiError } from "./errors.js";
 import { getBackup } from "./get.js";
 import { health } from "./health.js";
+import { imageBackup } from "./image.js";
 import { listBackups } from "./list.js";
 import { metrics } from "./metrics.js";
 import { openapi, ROUTES } from "./openapi.js";
@@ -67,6 +68,7 @@ const HANDLERS: Record<string, (c: AppContext) => Response | Promise<Response>> 
   get: getBackup,
   verify: verifyBackup,
   drill: drillBackup,
+  image: imageBackup,
   delete: deleteBackup,
   restore,
   "skip-startup": skipStartupRestore,

@@ -1,7 +1,7 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type * as v from "valibot";
-import { BackupError, ChromaRequestError, ChromaUnavailableError, ConflictError, ImageCorruptError, InvalidRequestError, NotFoundError, OperationCancelledError, ResourceLimitError, RestoreIncompatibleError, RestorePendingError, SnapshotCorruptError } from "../lib/errors.js";
+import { BackupError, ChromaRequestError, ChromaUnavailableError, ConflictError, ImageCheckFailedError, ImageCorruptError, ImagesUnavailableError, InvalidRequestError, NotFoundError, OperationCancelledError, ResourceLimitError, RestoreIncompatibleError, RestorePendingError, SnapshotCorruptError } from "../lib/errors.js";
 import { LeaseLostError } from "../lib/lock.js";
 import { StorageError } from "../lib/storage/errors.js";
 
@@ -38,6 +38,8 @@ export function toApiError(err: unknown): ApiError {
   if (err instanceof InvalidRequestError) return { status: 400, code: "invalid_request", message: err.message, details: err.details };
   if (err instanceof NotFoundError) return { status: 404, code: "not_found", message: err.message, details: err.details };
   if (err instanceof ConflictError) return { status: 409, code: "conflict", message: err.message, details: err.details };
+  if (err instanceof ImagesUnavailableError) return { status: 409, code: "images_unavailable", message: err.message, details: err.details };
+  if (err instanceof ImageCheckFailedError) return { status: 422, code: "image_check_failed", message: err.message, details: err.details };
   if (err instanceof RestorePendingError) return { status: 409, code: "restore_pending", message: err.message, details: err.details };
   if (err instanceof SnapshotCorruptError) return { status: 422, code: "snapshot_corrupt", message: err.message, details: { chunk: err.chunk, collection: err.collection } };
   if (err instanceof ImageCorruptError) return { status: 422, code: "image_corrupt", message: err.message, details: { image: err.image, chunk: err.chunk } };

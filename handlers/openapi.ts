@@ -6,7 +6,7 @@
 import { toJsonSchema } from "@valibot/to-json-schema";
 import type * as v from "valibot";
 import type { AppContext } from "./context.js";
-import { BackupBody, DrillResponse, ErrorBody, ListQuery, PruneBody, RecoveryObjectives, RestoreBody, SnapshotRef } from "./schemas.js";
+import { BackupBody, DrillResponse, ErrorBody, ImageResponse, ListQuery, PruneBody, RecoveryObjectives, RestoreBody, SnapshotRef } from "./schemas.js";
 
 export interface RouteDoc {
   method: "get" | "post" | "delete";
@@ -38,6 +38,7 @@ export const ROUTES: RouteDoc[] = [
   { method: "get", path: "/backups/:id", operation: "get", summary: "One snapshot, with its drill result", auth: true, ok: [{ status: 200, description: "the snapshot" }], errors: [422, ...STORE_ERRORS] },
   { method: "post", path: "/backups/:id/verify", operation: "verify", summary: "Check every chunk of a snapshot", auth: true, ok: [{ status: 200, description: "the report (ok false names the damaged chunks)" }], errors: [422, ...STORE_ERRORS] },
   { method: "post", path: "/backups/:id/drill", operation: "drill", summary: "Restore drill into scratch collections; the result is kept with the snapshot", auth: true, ok: [{ status: 200, description: "the drill's result (ok false says which check failed and why)", schema: DrillResponse }], errors: [422, 502, 503] },
+  { method: "post", path: "/backups/:id/image", operation: "image", summary: "Make a restore image of a snapshot now (in a scratch Chroma; also a restore drill, kept with the snapshot)", auth: true, ok: [{ status: 200, description: "the image, the bytes uploaded for it, and its drill", schema: ImageResponse }], errors: [409, 422, 502, 503, 507] },
   { method: "delete", path: "/backups/:id", operation: "delete", summary: "Forget a snapshot (prune removes its chunks)", auth: true, ok: [{ status: 200, description: "deleted" }], errors: STORE_ERRORS },
   { method: "post", path: "/restore", operation: "restore", summary: "Restore a snapshot into Chroma", auth: true, body: RestoreBody, ndjson: true, ok: [{ status: 200, description: "restored, or not (reason)" }], errors: [404, 409, 422, 502, 503] },
   { method: "post", path: "/restore/skip-startup", operation: "skip-startup", summary: "Open the service without the startup restore's data", auth: true, ok: [{ status: 200, description: "overridden" }], errors: [409] },
@@ -45,8 +46,8 @@ export const ROUTES: RouteDoc[] = [
 ];
 
 const ERROR_TEXT: Record<number, string> = {
-  400: "invalid request", 401: "missing or wrong bearer token", 404: "no such snapshot or collection", 409: "conflict (the store is locked, or a restore is pending)",
-  413: "body too large", 422: "snapshot damaged", 500: "internal error", 502: "Chroma refused a request", 503: "Chroma or the store unavailable (or not ready)", 507: "the store is full",
+  400: "invalid request", 401: "missing or wrong bearer token", 404: "no such snapshot or collection", 409: "conflict (the store is locked, a restore is pending, an image is being made, or images are unavailable here)",
+  413: "body too large", 422: "snapshot damaged (or, for an image, its checks failed)", 500: "internal error", 502: "Chroma refused a request", 503: "Chroma or the store unavailable (or not ready)", 507: "the store is full",
 };
 
 function jsonSchema(schema: v.GenericSchema): Record<string, unknown> {

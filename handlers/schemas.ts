@@ -75,6 +75,17 @@ const DrillCheck = v.object({ name: v.picklist(["restore", "count", "nearest", "
 /** POST /backups/:id/drill's answer (documented in /openapi.json). */
 export const DrillResponse = v.object({ ok: v.boolean(), snapshot: v.string(), at: v.string(), records: v.number(), durationMs: v.number(), checks: v.array(DrillCheck) });
 
+/** A restore image as GET /status lists it. */
+export const ImageSummary = v.object({ snapshot: v.string(), chromaVersion: v.string(), bytes: v.number(), createdAt: v.string() });
+
+/** POST /backups/:id/image's answer: the image, the bytes this build uploaded (the rest was in the store), its drill, the images IMAGE_KEEP then forgot. */
+export const ImageResponse = v.object({
+  image: ImageSummary,
+  uploadedBytes: v.number(),
+  drill: v.object({ ok: v.boolean(), snapshot: v.string(), via: v.optional(v.literal("image")), at: v.string(), records: v.number(), bytes: v.number(), durationMs: v.number(), checks: v.array(DrillCheck) }),
+  imagesPruned: v.array(v.string()),
+});
+
 /** The RPO and RTO parts of GET /status (documented in /openapi.json). */
 export const RecoveryObjectives = v.object({
   rpo: v.object({ lastBackupAgeSeconds: v.nullable(v.number()), unprotectedChanges: v.boolean(), nextBackupAt: v.nullable(v.string()) }),

@@ -23,6 +23,8 @@ export interface DrillCheck {
 
 export interface DrillResult {
   snapshot: string;
+  /** "image": the drill was the making of a restore image (in a scratch Chroma); absent: scratch collections of the live Chroma. */
+  via?: "image";
   at: string;
   ok: boolean;
   records: number;
@@ -91,15 +93,21 @@ export async function runDrill(chroma: ChromaRest, storage: Storage, manifest: M
     durationMs: now().getTime() - started,
     checks,
   };
-  try {
-    await writeJsonRecord(storage, drillKey(manifest.id), result);
-  } catch (err) {
-    options.log("warn", "the drill's result could not be recorded in the store", { snapshot: manifest.id, error: (err as Error).message });
-  }
-  const failed = checks.filter((c) => !c.ok);
-  if (failed.length > 0) options.log("error", `restore drill of snapshot ${manifest.id} failed: ${failed.map((c) => c.message).join("; ")}`, { snapshot: manifest.id, failed });
-  else options.log("info", `restore drill of snapshot ${manifest.id} passed`, { snapshot: manifest.id, records: manifest.records, durationMs: result.durationMs });
+  await recordDrill(storage, result, options.log);
   return result;
+}
+
+/** Keeps a drill's result with its snapshot (best effort: a failed write is logged) and logs the outcome. */
+export async function recordDrill(storage: Storage, result: DrillResult, log: Logger): Promise<void> {
+  try {
+    await writeJsonRecord(storage, drillKey(result.snapshot), result);
+  } catch (err) {
+    log("warn", "the drill's result could not be recorded in the store", { snapshot: result.snapshot, error: (err as Error).message });
+  }
+  const failed = result.checks.filter((c) => !c.ok);
+  const what = result.via === "image" ? "restore drill (image build)" : "restore drill";
+  if (failed.length > 0) log("error", `${what} of snapshot ${result.snapshot} failed: ${failed.map((c) => c.message).join("; ")}`, { snapshot: result.snapshot, failed });
+  else log("info", `${what} of snapshot ${result.snapshot} passed`, { snapshot: result.snapshot, records: result.records, durationMs: result.durationMs });
 }
 
 async function restoreInto(chroma: ChromaRest, storage: Storage, manifest: Manifest, rename: Record<string, string>, checks: DrillCheck[], options: DrillOptions): Promise<void> {
@@ -110,19 +118,33 @@ async function restoreInto(chroma: ChromaRest, storage: Storage, manifest: Manif
     checks.push({ name: "restore", collection: null, ok: false, message: `the restore failed: ${(err as Error).message}` });
     return;
   }
+  checks.push(...(await checkRestored(chroma, storage, manifest, (name) => rename[name]!, options.samples)).checks);
+}
+
+/**
+ * The checks of a restored snapshot, per collection: the record count, and records sampled
+ * from the snapshot's own chunks are their own nearest neighbour and carry the snapshot's
+ * documents and metadata. `target(name)`: where collection `name` was restored.
+ * `sampleIds`: the ids checked, by collection.
+ */
+export async function checkRestored(chroma: ChromaRest, storage: Storage, manifest: Manifest, target: (name: string) => string, samples = 5): Promise<{ checks: DrillCheck[]; sampleIds: Map<string, string[]> }> {
+  const checks: DrillCheck[] = [];
+  const sampleIds = new Map<string, string[]>();
   for (const entry of manifest.collections) {
-    const info = await chroma.getCollection(rename[entry.name]!);
+    const info = await chroma.getCollection(target(entry.name));
     if (!info) {
-      checks.push({ name: "count", collection: entry.name, ok: false, message: `collection ${entry.name}: the scratch collection is missing after the restore` });
+      checks.push({ name: "count", collection: entry.name, ok: false, message: `collection ${entry.name}: the restored collection is missing after the restore` });
       continue;
     }
     const count = await chroma.count(info.id);
     checks.push({ name: "count", collection: entry.name, ok: count === entry.records, message: `collection ${entry.name}: ${count} records restored, the snapshot has ${entry.records}` });
     if (entry.records === 0) continue;
-    const sample = await sampleRecords(storage, entry, options.samples ?? 5);
+    const sample = await sampleRecords(storage, entry, samples);
+    sampleIds.set(entry.name, [...new Set(sample.map((r) => r.ids[0]!))]);
     checks.push(await nearestCheck(chroma, info.id, entry.name, sample));
     checks.push(await contentCheck(chroma, info.id, entry.name, sample));
   }
+  return { checks, sampleIds };
 }
 
 /** Records picked from the snapshot's own chunks (not from what was restored). */

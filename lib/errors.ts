@@ -98,6 +98,19 @@ export class ResourceLimitError extends BackupError {
 }
 
 /**
+ * Restore images cannot be made here: IMAGES=off, or no embedded Chroma to make them
+ * with (CHROMA_URL, the Worker).
+ */
+export class ImagesUnavailableError extends BackupError {
+  override name = "ImagesUnavailableError";
+}
+
+/** The scratch Chroma an image was being made in failed its checks (the drill in `details`): no image was made. */
+export class ImageCheckFailedError extends BackupError {
+  override name = "ImageCheckFailedError";
+}
+
+/**
  * A restore image (lib/images) failed a check: its manifest, a chunk (missing, wrong size,
  * wrong sha256, does not inflate) or a file's size or sha256. Images are a cache: callers
  * fall back to a logical restore of the snapshot.

@@ -1,6 +1,6 @@
 import type { ChromaRest } from "./chroma/rest.js";
 import type { Config, RetentionConfig } from "./config.js";
-import { ConflictError, NotFoundError, OperationCancelledError, RestorePendingError, SnapshotCorruptError } from "./errors.js";
+import { ConflictError, ImagesUnavailableError, NotFoundError, OperationCancelledError, RestorePendingError, SnapshotCorruptError } from "./errors.js";
 import { StoreLock, type LeaseInfo } from "./lock.js";
 import { errorFields, jsonLogger, type Logger } from "./log.js";
 import { prune, type PruneResult } from "./prune.js";
@@ -16,7 +16,11 @@ import { planRestore, restoreSnapshot } from "./snapshot/restore.js";
 import { verifySnapshot, type VerifyReport } from "./snapshot/verify.js";
 import { findMisfits, targetLimits, type MisfitReport, type TargetLimitSettings } from "./snapshot/target-limits.js";
 import { readDrill, readDrills, runDrill, type DrillResult } from "./drill.js";
-import { estimateRestore, readRestoreStats, recordRestore, type RtoEstimate } from "./rto.js";
+import { estimateRestore, readRestoreStats, recordRestore, type ImageForRestore, type RtoEstimate } from "./rto.js";
+import { imageDue } from "./images/auto-image.js";
+import type { BuiltImage } from "./images/build.js";
+import { listImages, pruneImages } from "./images/catalog.js"; // not store.js: the Worker bundles this module (no filesystem)
+import { summarizeImage, type ImageSummary } from "./images/types.js";
 import { isNotFound } from "./storage/errors.js";
 import { formatWait } from "./storage/retry.js";
 import type { Storage } from "./storage/types.js";
@@ -42,9 +46,33 @@ export interface ServiceOptions {
   changeSignal?: () => boolean | undefined;
   /** CHROMA_TARGET_LIMITS: what restores write into Chroma is held to these (Chroma Cloud's quotas on Cloud). */
   targetLimits?: TargetLimitSettings;
+  /** IMAGE_KEEP: the restore images prune keeps, newest first (default: every image whose snapshot remains). */
+  imageKeep?: number;
+  /** Making restore images: the Node runtime with the embedded Chroma and IMAGES=on. Absent: `imagesUnavailable` says why. */
+  images?: ImageMaking;
+  /** Why restore images cannot be made here (IMAGES=off, CHROMA_URL, the Worker): the message of a refused POST /backups/:id/image. */
+  imagesUnavailable?: string;
   /** How long /status waits for each part (Chroma, the catalog, the objects, the lock) before it says it could not read it; default 4 s. */
   statusPartTimeoutMs?: number;
 }
+
+/** What a runtime that can make restore images brings (runtime/images.ts on Node). */
+export interface ImageMaking {
+  /** Makes an image of the snapshot (lib/images/build.ts's buildImage, with the scratch Chroma bound in). */
+  make: (storage: Storage, snapshot: Manifest, options: { signal: AbortSignal; keys: ManifestKeys; lease: () => Promise<{ signal: AbortSignal; release(): Promise<void> }>; log: Logger; now: () => Date }) => Promise<BuiltImage>;
+  /** The version of the Chroma images are made with: images of another are not counted as fresh. */
+  chromaVersion: string;
+  /** IMAGE_INTERVAL in seconds: after a backup, a new image when the newest is older. */
+  intervalSeconds: number;
+}
+
+/** The restore image being made by this instance (at most one). */
+export interface RunningImage {
+  snapshot: string;
+  startedAt: string;
+}
+
+export type MadeImage = BuiltImage & { imagesPruned: string[] };
 
 /** The backup or prune this instance is running (at most one). */
 export interface RunningOperation {
@@ -126,13 +154,36 @@ export class BackupService {
   changeSignal: (() => boolean | undefined) | undefined;
   /** The Chroma server's version when the runtime knows it (the embedded one's bindings); the version route says "1.0.0" on 1.3 too. */
   chromaServerVersion: (() => string) | undefined;
+  /** The restore image a startup restore of a snapshot would use (set by the embedded runtime with IMAGES=on); the RTO counts it. */
+  imageForRestore: ((snapshot: Manifest) => Promise<ImageForRestore | null>) | undefined;
   private restoreState: BackupService["startupRestore"] = { state: "none", since: new Date().toISOString(), attempts: 0 };
   /** The backup or prune this instance runs: a second one is refused at once, before the store is asked. */
   private running: RunningOperation | null = null;
+  /** The image build this instance runs (one at a time), and what stops it. */
+  private imaging: (RunningImage & { stop: AbortController; done: Promise<unknown> }) | null = null;
+  /** Automatic image builds started after backups and not yet over. */
+  private readonly imageWork = new Set<Promise<void>>();
+  private imagesStopped = false;
 
   /** The service as a runtime builds it from configuration. */
-  static fromConfig(config: Config, parts: Pick<ServiceOptions, "chroma" | "storage" | "log" | "holder">): BackupService {
-    return new BackupService({ ...parts, storagePrefix: config.storage.prefix, retention: config.retention, backupMinIntervalSeconds: config.backupMinIntervalSeconds, lockTtlMs: config.lockTtlMs, signingKeys: config.signingKeys, targetLimits: config.chroma.limits });
+  static fromConfig(config: Config, parts: Pick<ServiceOptions, "chroma" | "storage" | "log" | "holder" | "images">): BackupService {
+    const imagesUnavailable = !config.images.enabled
+      ? "restore images are off (IMAGES=off)"
+      : config.chroma.url
+        ? "restore images need the embedded Chroma: this service protects the Chroma at CHROMA_URL"
+        : "this runtime cannot make restore images (they need the Node runtime with the embedded Chroma)";
+    return new BackupService({
+      ...parts,
+      images: config.images.enabled ? parts.images : undefined,
+      imagesUnavailable,
+      imageKeep: config.images.keep,
+      storagePrefix: config.storage.prefix,
+      retention: config.retention,
+      backupMinIntervalSeconds: config.backupMinIntervalSeconds,
+      lockTtlMs: config.lockTtlMs,
+      signingKeys: config.signingKeys,
+      targetLimits: config.chroma.limits,
+    });
   }
 
   constructor(private readonly options: ServiceOptions) {
@@ -276,6 +327,7 @@ export class BackupService {
         this.log("warn", "retention after backup failed", { snapshot: manifest.id, error: (err as Error).message });
       }
       outcome = { skipped: false, snapshot: summarize(manifest), manifest, retention };
+      if (!request.collections && manifest.tag !== SAFETY_TAG) this.imageAfterBackup(manifest);
       return outcome;
     } finally {
       for (const end of ends) end?.(outcome);
@@ -443,15 +495,109 @@ export class BackupService {
       keepSafety: this.retention.keepSafety,
       keepBeforeDrop: this.retention.keepBeforeDrop,
     };
-    if (request.dryRun) return prune(this.storage, rules, { dryRun: true, limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys });
+    // IMAGE_KEEP: the images beyond it go in the same pass, and the chunks only they used in its sweep.
+    const imageKeep = this.options.imageKeep;
+    if (request.dryRun) return prune(this.storage, rules, { dryRun: true, limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys, imageKeep });
     return this.exclusive("prune", async () => {
       const lease = await this.lock.acquire("prune", this.holder);
       try {
-        return await prune(this.storage, rules, { limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys });
+        return await prune(this.storage, rules, { limit: request.limit, graceSeconds: request.graceSeconds, now: this.now, keys: this.manifestKeys, imageKeep });
       } finally {
         await lease.release();
       }
     });
+  }
+
+  /**
+   * Makes a restore image of the snapshot now (POST /backups/:id/image): in a scratch
+   * Chroma, never the app's (lib/images/build.ts); also a restore drill, recorded with the
+   * snapshot. One at a time per instance (ConflictError); ImagesUnavailableError where
+   * images cannot be made. Then IMAGE_KEEP is applied to the images.
+   */
+  async makeImage(idOrLatest: string, signal?: AbortSignal): Promise<MadeImage> {
+    const images = this.options.images;
+    if (!images || this.imagesStopped) throw new ImagesUnavailableError(this.imagesStopped ? "the service is stopping: no restore image is made" : (this.options.imagesUnavailable ?? "restore images cannot be made here"));
+    const busy = this.imaging;
+    if (busy) throw new ConflictError(`a restore image (of snapshot ${busy.snapshot}) is being made in this instance since ${busy.startedAt}; one at a time: try again when it is done`, { snapshot: busy.snapshot, startedAt: busy.startedAt });
+    const stop = new AbortController();
+    const caller = cancelledBy(signal, "image build");
+    const stopBoth = caller ? AbortSignal.any([stop.signal, caller]) : stop.signal;
+    let settle!: () => void;
+    const done = new Promise<void>((r) => (settle = r));
+    const imaging = { snapshot: idOrLatest, startedAt: this.now().toISOString(), stop, done };
+    this.imaging = imaging;
+    try {
+      const manifest = await this.get(idOrLatest);
+      imaging.snapshot = manifest.id;
+      const built = await images.make(this.storage, manifest, { signal: stopBoth, keys: this.manifestKeys, lease: () => this.leaseForImage(stopBoth), log: this.log, now: this.now });
+      let imagesPruned: string[] = [];
+      try {
+        const keep = this.options.imageKeep ?? Infinity;
+        imagesPruned = (await pruneImages(this.storage, keep, { keys: this.manifestKeys })).deleted;
+        if (imagesPruned.length > 0) this.log("info", "restore images beyond IMAGE_KEEP forgotten (their chunks go at the next prune)", { deleted: imagesPruned, keep });
+      } catch (err) {
+        this.log("warn", "applying IMAGE_KEEP after an image build failed (the next prune applies it)", errorFields(err));
+      }
+      return { ...built, imagesPruned };
+    } finally {
+      this.imaging = null;
+      settle();
+    }
+  }
+
+  /** The image build this instance runs, if any. */
+  get runningImage(): RunningImage | null {
+    return this.imaging ? { snapshot: this.imaging.snapshot, startedAt: this.imaging.startedAt } : null;
+  }
+
+  /** Resolves when the automatic image builds started so far are over (they log their own outcome). */
+  async imagesSettled(): Promise<void> {
+    while (this.imageWork.size > 0) await Promise.all([...this.imageWork]);
+  }
+
+  /** Stops the image build under way (its scratch Chroma stopped, nothing committed) and starts no other. */
+  async stopImages(): Promise<void> {
+    this.imagesStopped = true;
+    const running = this.imaging;
+    running?.stop.abort(new OperationCancelledError("the service is stopping: the restore image build was abandoned, nothing committed"));
+    await Promise.allSettled([running?.done, this.imagesSettled()]);
+  }
+
+  /** The store lock for an image's upload: waits (up to twice the lease's TTL) while a backup or prune holds it. */
+  private async leaseForImage(signal: AbortSignal): Promise<{ signal: AbortSignal; release(): Promise<void> }> {
+    const deadline = Date.now() + 2 * this.lock.ttlMs;
+    for (;;) {
+      signal.throwIfAborted();
+      try {
+        return await this.lock.acquire("image", this.holder);
+      } catch (err) {
+        if (!(err instanceof ConflictError) || Date.now() > deadline) throw err;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  /** After a committed backup of every collection: a restore image in the background when one is due (lib/images/auto-image.ts); never fatal. */
+  private imageAfterBackup(manifest: Manifest): void {
+    const images = this.options.images;
+    if (!images || this.imagesStopped) return;
+    if (this.imaging) {
+      this.log("info", `no restore image of snapshot ${manifest.id} after the backup: one (of ${this.imaging.snapshot}) is being made`, { snapshot: manifest.id });
+      return;
+    }
+    const work = (async () => {
+      try {
+        const due = imageDue(await listImages(this.storage, this.manifestKeys), manifest, { chromaVersion: images.chromaVersion, intervalSeconds: images.intervalSeconds, now: this.now() });
+        if (!due) return;
+        this.log("info", `making a restore image of snapshot ${manifest.id} after the backup: ${due}`, { snapshot: manifest.id });
+        await this.makeImage(manifest.id);
+      } catch (err) {
+        if (this.imagesStopped && err instanceof OperationCancelledError) return;
+        this.log(err instanceof ConflictError ? "warn" : "error", `the automatic restore image of snapshot ${manifest.id} was not made`, { snapshot: manifest.id, ...errorFields(err) });
+      }
+    })();
+    this.imageWork.add(work);
+    void work.finally(() => this.imageWork.delete(work));
   }
 
   /**
@@ -490,11 +636,12 @@ export class BackupService {
       }
       return { chunks, storedBytes };
     };
-    const [, catalog, objects, lock] = await Promise.all([
+    const [, catalog, objects, lock, images] = await Promise.all([
       part("chroma", readChroma),
       part("catalog", () => readCatalog(this.storage, this.manifestKeys)),
       part("objects", readObjects),
       part("lock", () => this.lock.current()),
+      part("images", () => listImages(this.storage, this.manifestKeys)),
     ]);
     const last = catalog?.snapshots.find((m) => m.tag !== SAFETY_TAG) ?? null;
     const recovery = catalog ? await part("recovery", () => this.recoveryObjectives(last)) : undefined;
@@ -514,6 +661,8 @@ export class BackupService {
       retention: this.retention,
       lock: lock === undefined ? "unknown" : lock,
       running: this.running,
+      images: images ? images.map(summarizeImage) : null,
+      runningImage: this.runningImage,
       startupRestore: this.startupRestore,
       errors,
       ...(recovery ?? { rpo: { lastBackupAgeSeconds: null, unprotectedChanges: true, nextBackupAt: null }, rto: { estimatedRestoreSeconds: null, basis: "unknown: the store did not answer in time" } }),
@@ -529,7 +678,7 @@ export class BackupService {
         unprotectedChanges: this.changeSignal?.() !== false,
         nextBackupAt: next ? next.toISOString() : null,
       },
-      rto: estimateRestore(last, await readRestoreStats(this.storage, this.log)),
+      rto: estimateRestore(last, await readRestoreStats(this.storage, this.log), last && this.imageForRestore ? await this.imageForRestore(last).catch(() => null) : null),
     };
   }
 
@@ -588,6 +737,10 @@ export interface Status {
   lock: LeaseInfo | null | "unknown";
   /** The backup or prune this instance is running. */
   running: RunningOperation | null;
+  /** The restore images in the store, newest snapshot first; null when they could not be read. */
+  images: ImageSummary[] | null;
+  /** The restore image this instance is making. */
+  runningImage: RunningImage | null;
   startupRestore: BackupService["startupRestore"];
   /** The parts that could not be read, and why. */
   errors: { part: string; message: string }[];

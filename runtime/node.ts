@@ -3,6 +3,7 @@ import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { serve, type ServerType } from "@hono/node-server";
 import { startEmbeddedChroma, type EmbeddedChroma } from "../lib/chroma/embedded.js";
+import { imageForRestore } from "../lib/images/startup.js";
 import { ChromaGate } from "../lib/chroma/gate.js";
 import { AutoBackup } from "../lib/auto-backup.js";
 import { DrillSchedule } from "../lib/drill.js";
@@ -14,10 +15,11 @@ import { logSigningStatus } from "../lib/snapshot/signing.js";
 import { storageFromConfig } from "../lib/storage/node.js";
 import { VERSION } from "../handlers/version.js";
 import { compose } from "./compose.js";
+import { embeddedImageMaking } from "./images.js";
 import type { Readiness } from "./readiness.js";
 import { runChild, waitUntilReady } from "./run.js";
 import { removeServiceFile, writeServiceFile } from "./service-file.js";
-import { restoreUntilDone } from "./startup-restore.js";
+import { restoreUntilDone, startEmbeddedForRestore } from "./startup-restore.js";
 
 export interface RunningService {
   /** The backup API. */
@@ -87,10 +89,12 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
   let gate: ChromaGate | null = null;
   let gateError: string | null = null;
   let chromaUrl = config.chroma.url;
+  let restoredFromImage: Awaited<ReturnType<typeof startEmbeddedForRestore>>["fromImage"] = null;
   if (!chromaUrl) {
     // Chroma listens on a private loopback port; apps reach it through the gate at
     // CHROMA_HOST:CHROMA_PORT, which opens only once the startup restore is over.
-    const started = await startEmbeddedChroma({ dataDir: join(config.dataDir, "chroma"), log });
+    const { chroma: started, fromImage } = await startEmbeddedForRestore(config, storage, log, signal);
+    restoredFromImage = fromImage;
     embedded = started;
     chromaUrl = started.url;
     gate = new ChromaGate({ host: config.chromaServe.host, port: config.chromaServe.port, target: () => started.url, log, isUp: () => started.up });
@@ -103,10 +107,15 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
     if (gate && !gate.isOpen) return "the Chroma gate is not open yet";
     return null;
   };
-  const { app, service, readiness, chroma } = compose(config, { storage, chromaUrl, token, log, notReady });
+  const images = embedded ? embeddedImageMaking(config, (dataDir) => startEmbeddedChroma({ dataDir, log })) : undefined;
+  const { app, service, readiness, chroma } = compose(config, { storage, chromaUrl, token, log, notReady, images });
   const runningChroma = embedded;
   if (runningChroma) service.chromaServerVersion = () => runningChroma.version;
   logSigningStatus(service.manifestKeys, log);
+  if (embedded && config.images.enabled) {
+    const version = embedded.version;
+    service.imageForRestore = (snapshot) => imageForRestore(storage, snapshot, version, service.manifestKeys);
+  }
   // Collections an interrupted restore built aside: all of them on the embedded Chroma (nothing
   // else writes to it); on a shared one only stale ones (another instance may be building one).
   await sweepAsideCollections(chroma, log, { olderThanMs: embedded ? 0 : ASIDE_STALE_MS }).catch((err: unknown) => log("warn", "could not sweep aside collections at start", errorFields(err)));
@@ -142,11 +151,19 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
 
   const retries = new AbortController();
   let restoredData = false;
-  const restored = restoreUntilDone(app, service, token, config.restoreOnStart, log, {
-    ...options.restoreRetry,
-    signal: retries.signal,
-    onSuccess: (answer) => (restoredData = answer.restored === true),
-  });
+  let restored: Promise<"none" | "done" | "overridden" | "aborted">;
+  if (restoredFromImage) {
+    // The image, caught up to the newest snapshot, was the startup restore (runtime/startup-restore.ts).
+    service.markStartupRestore("done", `restored snapshot ${restoredFromImage.snapshot} from the image of ${restoredFromImage.image} in ${restoredFromImage.timings.totalMs} ms`);
+    restoredData = true;
+    restored = Promise.resolve("done");
+  } else {
+    restored = restoreUntilDone(app, service, token, config.restoreOnStart, log, {
+      ...options.restoreRetry,
+      signal: retries.signal,
+      onSuccess: (answer) => (restoredData = answer.restored === true),
+    });
+  }
   void restored.then(async (state) => {
     if (state === "aborted") return;
     log("info", "the startup restore is over", { state: service.startupRestore.state, lastError: service.startupRestore.lastError });
@@ -169,6 +186,7 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
   const stopHooks: (() => Promise<void>)[] = [
     async () => {
       drills?.stop();
+      await service.stopImages(); // an image build under way is abandoned; the on-stop backup starts none
       await gate?.close(); // no app write may land after the on-stop backup read its data
       const result = await autoBackup.backupOnStop();
       log(result.outcome === "timeout" || result.outcome === "failed" ? "error" : "info", "on-stop backup", { ...result });

@@ -1,8 +1,53 @@
+import { join } from "node:path";
 import type { Hono } from "hono";
-import type { RestoreOnStart } from "../lib/config.js";
+import { startEmbeddedChroma, type EmbeddedChroma } from "../lib/chroma/embedded.js";
+import { loadableChromaVersion } from "../lib/chroma/launcher.js";
+import { ChromaRest } from "../lib/chroma/rest.js";
+import type { Config, RestoreOnStart } from "../lib/config.js";
+import { clearUnfinishedImage, isEmptyDir, restoreFromImage, type ImageStartupOutcome } from "../lib/images/startup.js";
 import type { Logger } from "../lib/log.js";
 import type { BackupService } from "../lib/service.js";
+import { ManifestKeys } from "../lib/snapshot/signing.js";
+import type { Storage } from "../lib/storage/types.js";
 import type { AppEnv } from "../handlers/context.js";
+
+/** Present while an image is placed and caught up (lib/images/startup.ts clearUnfinishedImage). */
+export const IMAGE_MARKER_FILE = "image-restore.json";
+
+/**
+ * Starts the embedded Chroma (DATA_DIR/chroma) for `npm start`, from a restore image when
+ * one can serve the startup restore: IMAGES=on, RESTORE_ON_START would restore (`if-empty`
+ * or `always`) and the directory is missing or empty (`always` over data keeps the logical
+ * restore, which takes a safety snapshot first). With `fromImage` the startup restore is
+ * done; without, the caller restores logically as before (the reason was logged).
+ */
+export async function startEmbeddedForRestore(config: Config, storage: Storage, log: Logger, signal?: AbortSignal): Promise<{ chroma: EmbeddedChroma; fromImage: Extract<ImageStartupOutcome, { used: true }> | null }> {
+  const dataDir = join(config.dataDir, "chroma");
+  const markerPath = join(config.dataDir, IMAGE_MARKER_FILE);
+  const start = () => startEmbeddedChroma({ dataDir, log });
+  await clearUnfinishedImage(dataDir, markerPath, log);
+  if (!config.images.enabled || config.restoreOnStart === "never") return { chroma: await start(), fromImage: null };
+  if (!(await isEmptyDir(dataDir))) {
+    log("info", "startup restore: no image used, DATA_DIR/chroma holds data (the restore handler decides)", { dataDir, restoreOnStart: config.restoreOnStart });
+    return { chroma: await start(), fromImage: null };
+  }
+  const keys = new ManifestKeys(config.signingKeys);
+  const chromaConfig = { tenant: config.chroma.tenant, database: config.chroma.database, timeoutMs: config.chroma.timeoutMs };
+  const outcome = await restoreFromImage({
+    storage,
+    dataDir,
+    markerPath,
+    chromaVersion: loadableChromaVersion(),
+    keys,
+    startChroma: start,
+    client: (url) => new ChromaRest({ url, ...chromaConfig }),
+    log,
+    signal,
+  });
+  if (outcome.used) return { chroma: outcome.chroma, fromImage: outcome };
+  log("info", "startup restore: restoring logically (no usable image)", { reason: outcome.reason });
+  return { chroma: await start(), fromImage: null };
+}
 
 interface RestoreAnswer {
   restored?: boolean;

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -47,16 +48,26 @@ function compareVersions(a: string, b: string): number {
   return 0;
 }
 
-/** The version of the bindings package the chromadb CLI's `chroma run` would load ("unknown" when unreadable); the embedded Chroma may run a newer one. */
-export function chromaBindingsVersion(): string {
-  const fromChromadb = createRequire(createRequire(import.meta.url).resolve("chromadb"));
-  const libc = process.platform === "linux" ? "-gnu" : "";
-  try {
-    const pkg = fromChromadb(`chromadb-js-bindings-${process.platform}-${process.arch}${libc}/package.json`) as { version?: unknown };
-    return typeof pkg.version === "string" ? pkg.version : "unknown";
-  } catch {
-    return "unknown";
+let loadable: string | undefined;
+
+/**
+ * The version of the newest installed bindings that load here: the Chroma the embedded
+ * runtime will start, known before it starts (restore images are only used by the Chroma
+ * version that made them). Loads them in a child process (about 0.2 s, once per process)
+ * because a native module that fails to load can leave the loading process unstable;
+ * "unknown" when none loads.
+ */
+export function loadableChromaVersion(): string {
+  if (loadable === undefined) {
+    const probe = `for (const c of JSON.parse(process.env.${BINDINGS_ENV})) { try { require(c.module); process.stdout.write(c.version); break; } catch {} }`;
+    try {
+      const out = execFileSync(process.execPath, ["-e", probe], { env: { ...process.env, [BINDINGS_ENV]: JSON.stringify(installedChromaBindings()) }, encoding: "utf8", timeout: 30_000 });
+      loadable = out.trim() || "unknown";
+    } catch {
+      loadable = "unknown";
+    }
   }
+  return loadable;
 }
 
 const BINDINGS_ENV = "CHROMA_BACKUP_BINDINGS";

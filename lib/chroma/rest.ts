@@ -209,6 +209,11 @@ export class ChromaRest {
     return { ids: out.ids as string[][], distances: out.distances as number[][] };
   }
 
+  /** Deletes the records with these ids (ids that do not exist are ignored by Chroma). */
+  async deleteRecords(id: string, ids: string[]): Promise<void> {
+    await this.request("POST", `/collections/${id}/delete`, JSON.stringify({ ids }));
+  }
+
   /** Writes records with `add` (into a fresh collection) or `upsert` (merging). */
   async writeRecords(id: string, batch: RecordBatch, mode: "add" | "upsert"): Promise<void> {
     await this.request("POST", `/collections/${id}/${mode}`, writeBody(batch));

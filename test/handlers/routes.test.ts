@@ -642,7 +642,7 @@ describe.each(DRIVERS)("the HTTP contract over the %s store", (driver) => {
       const status = await api.get("/status");
       expect(status.status).toBe(200);
       expect(status.body.lock).toBe("unknown");
-      expect(status.body.errors.map((e: { part: string }) => e.part).sort()).toEqual(["catalog", "lock", "objects"]);
+      expect(status.body.errors.map((e: { part: string }) => e.part).sort()).toEqual(["catalog", "images", "lock", "objects"]);
       expect((await api.get("/health", { auth: false })).status).toBe(200);
     }
     expect(await listCollectionNames(chroma.url)).toEqual(["alpha", "beta"]);

@@ -1,0 +1,222 @@
+/**
+ * Restore images (issue 16): cold start to `/ready` with an image vs with a logical restore.
+ *
+ *   npm run bench:images [-- --records N] [--large] [--dim D] [--out FILE]
+ *
+ * `--large` is `--records 100000`. What it does, on the benchmark's data (bench/dataset.ts,
+ * 384 dimensions by default):
+ * 1. seeds an embedded Chroma, takes snapshot A into a local store, stops Chroma and
+ *    uploads its directory as the image of A (uploadImage);
+ * 2. changes 1% of the records (deleted and added back with new content: an update),
+ *    takes snapshot B into a copy of the store (B is newer than the image: a delta);
+ * 3. starts the service as production does (`node dist/server.mjs`, built once) on a fresh
+ *    DATA_DIR, each time until its first `/ready` 200: A with IMAGES=off (logical), A
+ *    with the image, B with IMAGES=off, B with the image of A + catch-up;
+ * 4. the floor: copying the image's files (the source directory) and syncing them.
+ * Prints the ratios of the issue's table and writes them as JSON (--out, default
+ * bench/results/images-<records>.json).
+ */
+import { spawn } from "node:child_process";
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import { freePort, startEmbeddedChroma } from "../lib/chroma/embedded.js";
+import { loadableChromaVersion } from "../lib/chroma/launcher.js";
+import { ChromaRest } from "../lib/chroma/rest.js";
+import { uploadImage } from "../lib/images/store.js";
+import { takeSnapshot } from "../lib/snapshot/backup.js";
+import { fsStorage } from "../lib/storage/fs.js";
+import { withPrefix } from "../lib/storage/prefixed.js";
+import { collectionSpecs, generateCollections, loadCorpus, rest, seedCollection, splitCounts, type GeneratedCollection } from "./dataset.js";
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+
+function args(): { records: number; dim: number; out: string | null } {
+  const argv = process.argv.slice(2);
+  let records = 20_000;
+  let dim = 384;
+  let out: string | null = null;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--records") records = Number(argv[++i]);
+    else if (a === "--large") records = 100_000;
+    else if (a === "--dim") dim = Number(argv[++i]);
+    else if (a === "--out") out = argv[++i]!;
+    else if (a !== "--") throw new Error(`unknown option ${a} (--records N, --large, --dim D, --out FILE)`);
+  }
+  if (!Number.isInteger(records) || records < 100) throw new Error("--records needs a whole number of at least 100");
+  return { records, dim, out };
+}
+
+const { records: RECORDS, dim: DIM, out: OUT } = args();
+const TOKEN = "bench-images-token";
+const work = await mkdtemp(join(tmpdir(), "bench-images-"));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
+const store = (dir: string) => withPrefix(fsStorage(dir), "chromadb/");
+
+/** A subset of a generated collection (the records at `indexes`), for an update of those. */
+function pick(c: GeneratedCollection, indexes: number[]): GeneratedCollection {
+  const embeddings = new Float32Array(indexes.length * c.dim);
+  indexes.forEach((from, to) => embeddings.set(c.embeddings.subarray(from * c.dim, (from + 1) * c.dim), to * c.dim));
+  return { spec: c.spec, dim: c.dim, ids: indexes.map((i) => c.ids[i]!), embeddings, documents: indexes.map((i) => c.documents[i]!), metadatas: indexes.map((i) => c.metadatas[i]!) };
+}
+
+interface ColdStart {
+  readyMs: number;
+  /** Peak resident set of the service process (VmHWM) when it was first ready. */
+  peakRssMb: number;
+  /** The image path's log line, when it was taken. */
+  image: Record<string, unknown> | null;
+}
+
+/** Spawns the built service on a fresh DATA_DIR and times it to the first /ready 200. */
+async function coldStart(name: string, backupDir: string, images: boolean): Promise<ColdStart> {
+  const dataDir = join(work, `data-${name}`);
+  await mkdir(dataDir);
+  const port = await freePort();
+  const env = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    PORT: String(port),
+    CHROMA_PORT: String(await freePort()),
+    DATA_DIR: dataDir,
+    STORAGE: "fs",
+    BACKUP_DIR: backupDir,
+    BACKUP_API_TOKEN: TOKEN,
+    IMAGES: images ? "on" : "off",
+  };
+  const started = performance.now();
+  const child = spawn(process.execPath, ["--enable-source-maps", "--max-semi-space-size=4", "dist/server.mjs"], { cwd: ROOT, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+  child.stderr.on("data", (b: Buffer) => (out += b.toString()));
+  let exited = false;
+  child.once("exit", () => (exited = true));
+  try {
+    for (;;) {
+      if (exited) throw new Error(`the service exited before it was ready:\n${out.slice(-3000)}`);
+      try {
+        const res = await fetch(`http://127.0.0.1:${port}/ready`, { signal: AbortSignal.timeout(1000) });
+        await res.arrayBuffer();
+        if (res.ok) break;
+      } catch {
+        // not listening yet
+      }
+      await sleep(20);
+    }
+    const readyMs = performance.now() - started;
+    const status = await readFile(`/proc/${child.pid}/status`, "utf8");
+    const peakRssMb = Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1]) / 1024;
+    const lines = out.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const image = lines.find((l) => l.message === "startup restore: restored from an image") ?? null;
+    if (images && !image) throw new Error(`${name}: the image was not used:\n${lines.filter((l) => /image|logically/.test(String(l.message))).map((l) => JSON.stringify(l)).join("\n")}`);
+    return { readyMs, peakRssMb, image };
+  } finally {
+    try {
+      process.kill(-child.pid!, "SIGKILL"); // the lifeline takes its Chroma down with it
+    } catch {
+      // gone
+    }
+    await new Promise((r) => (exited ? r(null) : child.once("exit", r)));
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+try {
+  console.log(`bench:images: ${RECORDS} records, ${DIM} dimensions, work dir ${work}`);
+  const build = spawn(process.execPath, ["scripts/build.mjs"], { cwd: ROOT, stdio: "inherit" });
+  await new Promise((resolve, reject) => build.once("exit", (code) => (code === 0 ? resolve(null) : reject(new Error(`build failed (${code})`)))));
+
+  // 1. Snapshot A and its image.
+  const specs = collectionSpecs("img");
+  const collections = generateCollections({ specs, counts: splitCounts(RECORDS, specs), dim: DIM, seed: 16, corpus: loadCorpus(RECORDS) });
+  const sourceDir = join(work, "source-chroma");
+  const storeA = join(work, "store-a");
+  let chroma = await startEmbeddedChroma({ dataDir: sourceDir });
+  const ids = new Map<string, string>();
+  let t = performance.now();
+  for (const c of collections) ids.set(c.spec.name, await seedCollection(chroma.url, c));
+  const seedMs = performance.now() - t;
+  const a = await takeSnapshot(new ChromaRest({ url: chroma.url }), store(storeA));
+  await chroma.stop();
+  t = performance.now();
+  const uploaded = await uploadImage(store(storeA), sourceDir, {
+    snapshot: a.id,
+    chromaVersion: loadableChromaVersion(),
+    collections: collections.map((c) => ({ name: c.spec.name, records: c.ids.length, sampleIds: [c.ids[0]!, c.ids[c.ids.length - 1]!] })),
+  });
+  const uploadMs = performance.now() - t;
+  const image = uploaded.manifest;
+  console.log(`seeded in ${seconds(seedMs)}; snapshot A ${a.id}; image: ${mb(image.bytes)} of files, ${mb(image.storedBytes)} stored, uploaded in ${seconds(uploadMs)}`);
+
+  // The floor: the image's bytes read and written once (a plain copy of the directory, synced).
+  t = performance.now();
+  await cp(sourceDir, join(work, "floor-copy"), { recursive: true });
+  const sync = spawn("sync", [join(work, "floor-copy")], { stdio: "ignore" });
+  await new Promise((r) => sync.once("exit", r));
+  const floorMs = performance.now() - t;
+  await rm(join(work, "floor-copy"), { recursive: true, force: true });
+
+  // 2. Snapshot B: 1% of the records changed (deleted and added back with other content).
+  const storeB = join(work, "store-b");
+  await cp(storeA, storeB, { recursive: true });
+  chroma = await startEmbeddedChroma({ dataDir: sourceDir });
+  const changed = generateCollections({ specs, counts: splitCounts(RECORDS, specs), dim: DIM, seed: 61, corpus: loadCorpus(RECORDS) });
+  let delta = 0;
+  for (const [k, c] of collections.entries()) {
+    const indexes = c.ids.map((_, i) => i).filter((i) => i % 100 === 37);
+    const id = ids.get(c.spec.name)!;
+    await rest(chroma.url, "POST", `/collections/${id}/delete`, JSON.stringify({ ids: indexes.map((i) => c.ids[i]!) }));
+    const update = pick(changed[k]!, indexes);
+    update.ids = indexes.map((i) => c.ids[i]!);
+    await seedCollection(chroma.url, update, 5000, id);
+    delta += indexes.length;
+  }
+  const b = await takeSnapshot(new ChromaRest({ url: chroma.url }), store(storeB));
+  await chroma.stop();
+  console.log(`snapshot B ${b.id}: ${delta} records changed (${((delta / RECORDS) * 100).toFixed(1)}%)`);
+
+  // 3. Cold starts.
+  const logicalA = await coldStart("logical-a", storeA, false);
+  console.log(`cold start, logical restore of A: ${seconds(logicalA.readyMs)} (peak RSS ${logicalA.peakRssMb.toFixed(0)} MB)`);
+  const imageA = await coldStart("image-a", storeA, true);
+  console.log(`cold start, image of A: ${seconds(imageA.readyMs)} (peak RSS ${imageA.peakRssMb.toFixed(0)} MB) ${JSON.stringify(imageA.image)}`);
+  const logicalB = await coldStart("logical-b", storeB, false);
+  console.log(`cold start, logical restore of B: ${seconds(logicalB.readyMs)} (peak RSS ${logicalB.peakRssMb.toFixed(0)} MB)`);
+  const imageB = await coldStart("image-b", storeB, true);
+  console.log(`cold start, image of A + catch-up to B: ${seconds(imageB.readyMs)} (peak RSS ${imageB.peakRssMb.toFixed(0)} MB) ${JSON.stringify(imageB.image)}`);
+
+  const ratios = {
+    imageOverLogical: imageA.readyMs / logicalA.readyMs,
+    imageOverFloor: imageA.readyMs / floorMs,
+    imageDeltaOverLogical: imageB.readyMs / logicalB.readyMs,
+  };
+  const result = {
+    records: RECORDS,
+    dim: DIM,
+    chromaVersion: image.chromaVersion,
+    image: { bytes: image.bytes, storedBytes: image.storedBytes, files: image.files.length, uploadMs: Math.round(uploadMs) },
+    deltaRecords: delta,
+    floorCopyMs: Math.round(floorMs),
+    coldStartMs: { logicalA: Math.round(logicalA.readyMs), imageA: Math.round(imageA.readyMs), logicalB: Math.round(logicalB.readyMs), imageDeltaB: Math.round(imageB.readyMs) },
+    peakRssMb: { logicalA: Math.round(logicalA.peakRssMb), imageA: Math.round(imageA.peakRssMb), logicalB: Math.round(logicalB.peakRssMb), imageDeltaB: Math.round(imageB.peakRssMb) },
+    imagePath: { a: imageA.image, b: imageB.image },
+    ratios,
+  };
+  console.log("");
+  console.log(`| figure (${RECORDS} records) | measured | bar |`);
+  console.log("| --- | --- | --- |");
+  console.log(`| cold start to /ready with an image / with a logical restore | ${ratios.imageOverLogical.toFixed(3)} (${seconds(imageA.readyMs)} / ${seconds(logicalA.readyMs)}) | ${RECORDS >= 100_000 ? "<= 0.15" : "<= 0.25"} |`);
+  console.log(`| cold start with an image / read+write the image's bytes | ${ratios.imageOverFloor.toFixed(2)} (${seconds(imageA.readyMs)} / ${seconds(floorMs)} for ${mb(image.bytes)}) | <= 3.0 |`);
+  console.log(`| image + 1% delta / logical restore | ${ratios.imageDeltaOverLogical.toFixed(3)} (${seconds(imageB.readyMs)} / ${seconds(logicalB.readyMs)}) | <= 0.35 |`);
+  console.log(`| peak RSS of the service, restoring from the image | ${imageA.peakRssMb.toFixed(0)} MB (delta: ${imageB.peakRssMb.toFixed(0)} MB) | <= 200 MB |`);
+  const out = OUT ?? join(ROOT, "bench", "results", `images-${RECORDS}.json`);
+  await writeFile(out, JSON.stringify(result, null, 2) + "\n");
+  console.log(`\nwritten to ${out}`);
+} finally {
+  await rm(work, { recursive: true, force: true });
+}
