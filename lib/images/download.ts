@@ -2,10 +2,8 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, readdir, rename, rm, rmdir, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { ImageCorruptError, InvalidRequestError } from "../errors.js";
-import { chunkKey, sha256Hex } from "../snapshot/chunk.js";
 import { InflateError, inflateSection } from "../snapshot/codec.js";
-import { isNotFound } from "../storage/errors.js";
-import { readAll, TooLargeError } from "../storage/streams.js";
+import { fetchByHash } from "../snapshot/read-chunk.js";
 import type { Storage } from "../storage/types.js";
 import { isSafeRelativePath } from "./manifest.js";
 import type { ImageChunkRef, ImageManifest } from "./types.js";
@@ -133,28 +131,11 @@ class ChunkReader {
     }
   }
 
-  /** Present, exactly `ref.bytes` long and hashing to its name; a read failing that is read again, three reads in all. */
+  /** Present, exactly `ref.bytes` long and hashing to its name (fetchByHash: three reads before it is called damaged). */
   private async fetchVerified(ref: ImageChunkRef): Promise<Uint8Array> {
-    let problem = "";
-    for (let read = 0; read < 3; read++) {
-      let bytes: Uint8Array;
-      try {
-        bytes = await readAll(await this.storage.get(chunkKey(ref.hash)), ref.bytes);
-      } catch (err) {
-        if (isNotFound(err)) throw this.corrupt(ref, "is missing from the store");
-        if (!(err instanceof TooLargeError)) throw err;
-        problem = `is larger than the ${ref.bytes} bytes the manifest records`;
-        continue;
-      }
-      if (bytes.byteLength !== ref.bytes) {
-        problem = `is ${bytes.byteLength} bytes, the manifest records ${ref.bytes}`;
-        continue;
-      }
-      const actual = sha256Hex(bytes);
-      if (actual === ref.hash) return bytes;
-      problem = `fails its checksum (content hashes to ${actual})`;
-    }
-    throw this.corrupt(ref, problem);
+    const fetched = await fetchByHash(this.storage, ref);
+    if (fetched instanceof Uint8Array) return fetched;
+    throw this.corrupt(ref, fetched.problem);
   }
 
   private corrupt(ref: ImageChunkRef, why: string, cause?: unknown): ImageCorruptError {

@@ -7,23 +7,21 @@ import type { ChunkRef } from "./manifest.js";
 import type { RecordBatch } from "./records.js";
 
 /**
- * Fetches a chunk and checks it before anything trusts it: present, exactly the size the
- * manifest records (reading stops one byte past it), and its sha256 equal to its name.
- * Transient storage failures are retried by the store (retryingStorage); a read that fails these checks is read again,
- * up to three reads, before the chunk is declared corrupt (damage at rest repeats; a read
- * cut short or garbled on the way does not).
+ * Fetches a stored object named by its sha256 and checks it before anything trusts it:
+ * present, exactly `ref.bytes` long (reading stops one byte past it), and its sha256 equal
+ * to its name. Transient storage failures are retried by the store (retryingStorage); a
+ * read that fails these checks is read again, up to three reads (damage at rest repeats; a
+ * read cut short or garbled on the way does not). Answers the bytes, or why they are not
+ * to be trusted ("is missing from the store", "fails its checksum ...").
  */
-export async function fetchVerifiedChunk(storage: Storage, ref: ChunkRef, collection: string): Promise<Uint8Array> {
-  const corrupt = (why: string): never => {
-    throw new SnapshotCorruptError(`collection ${collection}: chunk ${ref.hash} ${why}`, ref.hash, collection);
-  };
+export async function fetchByHash(storage: Storage, ref: { hash: string; bytes: number }): Promise<Uint8Array | { problem: string }> {
   let problem = "";
   for (let read = 0; read < 3; read++) {
     let bytes: Uint8Array;
     try {
       bytes = await readAll(await storage.get(chunkKey(ref.hash)), ref.bytes);
     } catch (err) {
-      if (isNotFound(err)) return corrupt("is missing from the store");
+      if (isNotFound(err)) return { problem: "is missing from the store" };
       if (!(err instanceof TooLargeError)) throw err;
       problem = `is larger than the ${ref.bytes} bytes the manifest records`;
       continue;
@@ -36,10 +34,16 @@ export async function fetchVerifiedChunk(storage: Storage, ref: ChunkRef, collec
     if (actual === ref.hash) return bytes;
     problem = `fails its checksum (content hashes to ${actual})`;
   }
-  return corrupt(problem);
+  return { problem };
 }
 
-/** A verified, decoded chunk; `dimension` is the collection's, from the manifest. */
+/** A snapshot chunk, checked as fetchByHash does; SnapshotCorruptError naming the collection when it fails. */
+export async function fetchVerifiedChunk(storage: Storage, ref: ChunkRef, collection: string): Promise<Uint8Array> {
+  const fetched = await fetchByHash(storage, ref);
+  if (fetched instanceof Uint8Array) return fetched;
+  throw new SnapshotCorruptError(`collection ${collection}: chunk ${ref.hash} ${fetched.problem}`, ref.hash, collection);
+}
+
 export async function readChunk(storage: Storage, ref: ChunkRef, collection: string, dimension?: number | null): Promise<RecordBatch> {
   const bytes = await fetchVerifiedChunk(storage, ref, collection);
   return decodeChunk(bytes, { hash: ref.hash, records: ref.records, decodedBytes: ref.decodedBytes, collection, dimension });
