@@ -121,7 +121,7 @@ describe("buildImage", () => {
     const scratchDir = join(work, "scratch-aborted");
     const build = buildImage(store.storage, snapshot, {
       scratchDir,
-      chromaVersion: "0.0.0-no-image-of-this-version",
+      chromaVersion: loadableChromaVersion(),
       startChroma: async (dir) => {
         scratch = await startChroma(dir);
         controller.abort(new Error("stopped by the test"));
