@@ -1,3 +1,4 @@
+import { Buffer } from "node:buffer";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, readdir, rename, rm, rmdir, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
@@ -8,8 +9,14 @@ import type { Storage } from "../storage/types.js";
 import { isSafeRelativePath } from "./manifest.js";
 import type { ImageChunkRef, ImageManifest } from "./types.js";
 
-/** Chunks fetched ahead of the one being written: latency-bound ~16 KiB requests; each at most 64 KiB inflated. */
-const READ_AHEAD = 8;
+/**
+ * Chunks fetched ahead of the one being written: latency-bound ~16 KiB requests, each at
+ * most 64 KiB inflated. 32 rather than 8: the cold start of bench/images.ts (20,000
+ * records, 9,000 chunks, fs store) spent 6.2 s downloading with 8.
+ */
+const READ_AHEAD = 32;
+/** Pieces are gathered to this size before a write: one write per 16 KiB piece cost a syscall round trip each. */
+const WRITE_BATCH = 1 << 20;
 
 /**
  * Writes the image's files into `targetDir`, which must not exist or be empty. Everything
@@ -48,15 +55,26 @@ export async function downloadImage(
       try {
         const whole = createHash("sha256");
         let size = 0;
+        const gathered: Uint8Array[] = [];
+        let gatheredBytes = 0;
+        const flush = async () => {
+          if (gatheredBytes === 0) return;
+          await writeFully(handle, gathered.length === 1 ? gathered[0]! : Buffer.concat(gathered, gatheredBytes));
+          gathered.length = 0;
+          gatheredBytes = 0;
+        };
         for (let i = 0; i < file.chunks.length; i++) {
           signal?.throwIfAborted();
           const piece = await chunks.next();
           whole.update(piece);
-          await writeFully(handle, piece);
+          gathered.push(piece);
+          gatheredBytes += piece.byteLength;
+          if (gatheredBytes >= WRITE_BATCH) await flush();
           size += piece.byteLength;
           done += piece.byteLength;
           options.onProgress?.(done, manifest.bytes);
         }
+        await flush();
         const sum = whole.digest("hex");
         if (size !== file.size || sum !== file.sha256) throw new ImageCorruptError(`image of snapshot ${manifest.snapshot}: ${file.path} came out as ${size} bytes with sha256 ${sum}, the manifest says ${file.size} bytes, ${file.sha256}`, manifest.snapshot, null);
         await handle.sync();
