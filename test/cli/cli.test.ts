@@ -20,6 +20,7 @@ import { storageFromConfig } from "../../lib/storage/node.js";
 import { startTestChroma, type TestChroma } from "../fixtures/chroma.js";
 import { addRecords, collectionId, createCollection, dumpCollection, listCollectionNames, makeRecords } from "../fixtures/dataset.js";
 import { expectSameRecords, parseDump } from "../snapshot/compare.js";
+import { serviceFreeEnv } from "../fixtures/service-env.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BIN = join(ROOT, "bin", "chroma-backup.js");
@@ -36,19 +37,10 @@ interface Run {
   stderr: string;
 }
 
-/** The environment minus everything the CLI reads, so only what a test sets counts. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  const out = { ...process.env };
-  for (const key of Object.keys(out)) {
-    if (/^(PORT|HOST|DATA_DIR|BACKUP_|CHROMA_|STORAGE|S3_|REPLIT_|REPL_|RESTORE_ON_START|RETENTION_)/.test(key)) delete out[key];
-  }
-  return out;
-}
-
 /** Runs the CLI as a child process (asynchronously: the --url test serves from this process). */
 function cli(args: string[], extraEnv: Record<string, string> = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...cleanEnv(), ...env, ...extraEnv }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...serviceFreeEnv(), ...env, ...extraEnv }, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));

@@ -14,6 +14,7 @@ import { freePort } from "../../lib/chroma/embedded.js";
 import type { LogFields, LogLevel } from "../../lib/log.js";
 import { startService, type RunningService } from "../../runtime/node.js";
 import { startTestChroma, type TestChroma } from "../fixtures/chroma.js";
+import { serviceFreeEnv } from "../fixtures/service-env.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BIN = join(ROOT, "bin", "chroma-backup.js");
@@ -21,18 +22,9 @@ const BIN = join(ROOT, "bin", "chroma-backup.js");
 let chroma: TestChroma;
 const tempDirs: string[] = [];
 
-/** The environment minus everything the service reads. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const key of Object.keys(env)) {
-    if (/^(PORT|HOST|DATA_DIR|BACKUP_|CHROMA_|STORAGE|S3_|REPLIT_|REPL_|RESTORE_ON_START|RETENTION_)/.test(key)) delete env[key];
-  }
-  return env;
-}
-
 function cli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) =>
-    execFile(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...cleanEnv(), ...env }, timeout: 60_000 }, (err, stdout, stderr) =>
+    execFile(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...serviceFreeEnv(), ...env }, timeout: 60_000 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     ),
   );

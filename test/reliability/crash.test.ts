@@ -40,6 +40,7 @@ import { startTestChroma, type TestChroma } from "../fixtures/chroma.js";
 import { addRecords, collectionId, deleteRecords, dumpCollection, listCollectionNames, makeRecords, mulberry32 } from "../fixtures/dataset.js";
 import { resetChroma, type CollectionSpec } from "../handlers/harness.js";
 import { expectSameRecords, parseDump } from "../snapshot/compare.js";
+import { serviceFreeEnv } from "../fixtures/service-env.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const TOKEN = "crash-test-token-0123456789";
@@ -76,15 +77,6 @@ async function tempDir(name: string): Promise<string> {
   return dir;
 }
 
-/** The environment minus everything the service reads, so only what the test sets counts. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const key of Object.keys(env)) {
-    if (/^(PORT|HOST|DATA_DIR|BACKUP_|CHROMA_|STORAGE|S3_|REPLIT_|REPL_|RESTORE_ON_START|RETENTION_|LOCK_TTL)/.test(key)) delete env[key];
-  }
-  return env;
-}
-
 /**
  * Starts the service on `dir` and resolves once /health answers. A free port can be taken
  * by another test file between the pick and the listen (seen under load): then once more.
@@ -104,7 +96,7 @@ async function startServiceOn(dir: string, port: number): Promise<Proc> {
     detached: true, // its own process group, killed as a whole
     stdio: ["ignore", "pipe", "pipe"],
     env: {
-      ...cleanEnv(),
+      ...serviceFreeEnv(),
       PORT: String(port),
       HOST: "127.0.0.1",
       CHROMA_URL: chroma.url,

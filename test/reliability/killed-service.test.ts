@@ -22,6 +22,7 @@ import { addRecords, createCollection, makeRecords } from "../fixtures/dataset.j
 import { logLines, type LogLine } from "../fixtures/log-lines.js";
 import { isChromaOn } from "../../lib/chroma/data-dir-lock.js";
 import { findProcesses, processInfo } from "../../lib/chroma/processes.js";
+import { serviceFreeEnv } from "../fixtures/service-env.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const TOKEN = "killed-service-token";
@@ -49,21 +50,13 @@ async function tempDir(name: string): Promise<string> {
   return dir;
 }
 
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const key of Object.keys(env)) {
-    if (/^(PORT|HOST|DATA_DIR|BACKUP_|CHROMA_|STORAGE|S3_|REPLIT_|REPL_|RESTORE_ON_START|RETENTION_|IMAGES)/.test(key)) delete env[key];
-  }
-  return env;
-}
-
 async function startNpm(env: Record<string, string>): Promise<Service> {
   const port = await freePort();
   const child = spawn("npm", ["start"], {
     cwd: ROOT,
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...cleanEnv(), PORT: String(port), HOST: "127.0.0.1", CHROMA_PORT: String(await freePort()), BACKUP_API_TOKEN: TOKEN, IMAGES: "off", ...env },
+    env: { ...serviceFreeEnv(), PORT: String(port), HOST: "127.0.0.1", CHROMA_PORT: String(await freePort()), BACKUP_API_TOKEN: TOKEN, IMAGES: "off", ...env },
   });
   let out = "";
   child.stdout!.on("data", (b: Buffer) => (out += b.toString()));

@@ -22,6 +22,7 @@ import { buildDist } from "../../scripts/build.mjs";
 import { startS3rver, type TestS3rver } from "../fixtures/s3rver.js";
 import { logLines, type LogLine } from "../fixtures/log-lines.js";
 import { childPids } from "../fixtures/procfs.js";
+import { serviceFreeEnv } from "../fixtures/service-env.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BIN = join(ROOT, "bin", "chroma-backup.js");
@@ -55,15 +56,6 @@ async function tempDir(name: string): Promise<string> {
   return dir;
 }
 
-/** The environment minus everything the service reads, so only what a test sets counts. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const key of Object.keys(env)) {
-    if (/^(PORT|HOST|DATA_DIR|BACKUP_|CHROMA_|STORAGE|S3_|REPLIT_|REPL_|RESTORE_ON_START|RETENTION_|APP_)/.test(key)) delete env[key];
-  }
-  return env;
-}
-
 const endpoint = () => `http://127.0.0.1:${s3Port}`;
 
 /** `chroma-backup run -- node notes-app.mjs` on a fresh DATA_DIR over the s3rver store; its own process group. */
@@ -77,7 +69,7 @@ async function startRun(env: Record<string, string> = {}): Promise<Run> {
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
     env: {
-      ...cleanEnv(),
+      ...serviceFreeEnv(),
       DATA_DIR: dataDir,
       PORT: String(port),
       HOST: "127.0.0.1",

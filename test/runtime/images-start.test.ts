@@ -23,6 +23,7 @@ import type { Storage } from "../../lib/storage/types.js";
 import { addRecords, collectionId, createCollection, deleteRecords, dumpCollection, listCollectionNames, makeRecords } from "../fixtures/dataset.js";
 import { logLines, type LogLine } from "../fixtures/log-lines.js";
 import { expectSameRecords, parseDump, type DumpedRecord } from "../snapshot/compare.js";
+import { serviceFreeEnv } from "../fixtures/service-env.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const L2 = '{"hnsw":{"space":"l2"}}';
@@ -47,16 +48,10 @@ async function tempDir(name: string): Promise<string> {
   return dir;
 }
 
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const key of Object.keys(env)) if (/^(PORT|HOST|DATA_DIR|BACKUP_|CHROMA_|STORAGE|S3_|REPLIT_|REPL_|RESTORE_ON_START|RETENTION_|IMAGE)/.test(key)) delete env[key];
-  return env;
-}
-
 async function startNpm(store: string): Promise<{ service: Service; dataDir: string }> {
   const dataDir = await tempDir("data");
   const port = await freePort();
-  const env = { ...cleanEnv(), PORT: String(port), CHROMA_PORT: String(await freePort()), DATA_DIR: dataDir, BACKUP_API_TOKEN: TOKEN, STORAGE: "fs", BACKUP_DIR: store };
+  const env = { ...serviceFreeEnv(), PORT: String(port), CHROMA_PORT: String(await freePort()), DATA_DIR: dataDir, BACKUP_API_TOKEN: TOKEN, STORAGE: "fs", BACKUP_DIR: store };
   const child = spawn("npm", ["start"], { cwd: ROOT, detached: true, stdio: ["ignore", "pipe", "pipe"], env });
   let out = "";
   child.stdout!.on("data", (b: Buffer) => (out += b.toString()));

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../lib/chroma/embedded.js";
 import { buildDist } from "../../scripts/build.mjs";
 import { startTestChroma, type TestChroma } from "../fixtures/chroma.js";
+import { serviceFreeEnv } from "../fixtures/service-env.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BIN = join(ROOT, "bin", "chroma-backup.js");
@@ -36,19 +37,10 @@ async function tempDir(name: string): Promise<string> {
   return dir;
 }
 
-/** The environment minus everything the service reads, so only what a test sets counts. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const key of Object.keys(env)) {
-    if (/^(PORT|HOST|DATA_DIR|BACKUP_|CHROMA_|STORAGE|S3_|REPLIT_|REPL_|RESTORE_ON_START|RETENTION_)/.test(key)) delete env[key];
-  }
-  return env;
-}
-
 async function startRun(command: string[], env: Record<string, string>, options: { npm?: boolean; dataDir?: string } = {}): Promise<Run> {
   const dataDir = options.dataDir ?? (await tempDir("data"));
   const port = await freePort();
-  const full = { ...cleanEnv(), DATA_DIR: dataDir, PORT: String(port), HOST: "127.0.0.1", BACKUP_API_TOKEN: TOKEN, STORAGE: "fs", BACKUP_DIR: join(dataDir, "store"), ...env };
+  const full = { ...serviceFreeEnv(), DATA_DIR: dataDir, PORT: String(port), HOST: "127.0.0.1", BACKUP_API_TOKEN: TOKEN, STORAGE: "fs", BACKUP_DIR: join(dataDir, "store"), ...env };
   const child = options.npm
     ? spawn("npm", ["start", "--", ...command], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: full })
     : spawn(process.execPath, [BIN, "run", "--", ...command], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: full });

@@ -22,6 +22,7 @@ import { addRecords, collectionId, createCollection, dumpCollection, listCollect
 import { expectSameRecords, parseDump, type DumpedRecord } from "../snapshot/compare.js";
 import { logLines, type LogLine } from "../fixtures/log-lines.js";
 import { childPids } from "../fixtures/procfs.js";
+import { serviceFreeEnv } from "../fixtures/service-env.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const L2 = '{"hnsw":{"space":"l2"}}';
@@ -52,20 +53,11 @@ async function tempDir(name: string): Promise<string> {
   return dir;
 }
 
-/** The environment minus everything the service reads, so only what a test sets counts. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const key of Object.keys(env)) {
-    if (/^(PORT|HOST|DATA_DIR|BACKUP_|CHROMA_|STORAGE|S3_|REPLIT_|REPL_|RESTORE_ON_START|RETENTION_)/.test(key)) delete env[key];
-  }
-  return env;
-}
-
 async function startNpm(env: Record<string, string>, port?: number): Promise<Service> {
   const p = port ?? (await freePort());
   // Never Chroma's fixed 8000: tests run side by side.
   const chromaPort = String(await freePort());
-  const child = spawn("npm", ["start"], { cwd: ROOT, detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...cleanEnv(), PORT: String(p), CHROMA_PORT: chromaPort, ...env } });
+  const child = spawn("npm", ["start"], { cwd: ROOT, detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...serviceFreeEnv(), PORT: String(p), CHROMA_PORT: chromaPort, ...env } });
   let out = "";
   child.stdout!.on("data", (b: Buffer) => (out += b.toString()));
   child.stderr!.on("data", (b: Buffer) => (out += b.toString()));
