@@ -29,9 +29,6 @@ export interface DeflateOptions {
   handOver?: boolean;
 }
 
-/** Which deflater writes sections (tests and logs): fflate everywhere since issue 14. */
-export const deflateCodec = "fflate" as const;
-
 /** Below this, a section is deflated on the calling thread: the round trip to a pool thread would cost more. */
 const POOL_MIN_BYTES = 32 * 1024;
 

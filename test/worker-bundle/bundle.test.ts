@@ -5,9 +5,9 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { expect, it } from "vitest";
 
-/** What must never reach the Worker: Node-only drivers, the embedded Chroma, the Node server, the deflate pool (package.json "imports": workerd gets deflate-pool.none.ts). */
+/** What must never reach the Worker: node:zlib (nodejs_compat's is not Node's, issue 14), Node-only drivers, the embedded Chroma, the Node server, the deflate pool (package.json "imports": workerd gets deflate-pool.none.ts). */
 const FORBIDDEN_SOURCES = [/lib\/snapshot\/deflate-pool\.ts$/, /lib\/storage\/fs\.ts$/, /lib\/storage\/replit\.ts$/, /lib\/storage\/node\.ts$/, /lib\/chroma\/embedded\.ts$/, /handlers\/server\.ts$/, /node_modules\/@replit\//, /node_modules\/@google-cloud\//, /node_modules\/chromadb/, /node_modules\/@hono\/node-server/];
-const FORBIDDEN_IMPORTS = /(?:from\s*|import\s*\(\s*|require\s*\(\s*)["'](?:node:)?(?:fs|fs\/promises|child_process|net|os|path|http|https)["']/;
+const FORBIDDEN_IMPORTS = /(?:from\s*|import\s*\(\s*|require\s*\(\s*)["'](?:node:)?(?:fs|fs\/promises|child_process|net|os|path|http|https|zlib)["']/;
 
 it("the Worker bundle builds with wrangler and holds no Node-only module", async () => {
   const out = await mkdtemp(join(tmpdir(), "worker-bundle-"));

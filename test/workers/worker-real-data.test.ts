@@ -1,7 +1,6 @@
 import { env } from "cloudflare:workers";
 import { expect, inject, it } from "vitest";
 import worker, { type WorkerEnv } from "../../runtime/worker.js";
-import { deflateCodec } from "../../lib/snapshot/codec.js";
 import { collectionId, describeCollection, dumpCollection } from "../fixtures/dataset.js";
 import { expectSameRecords, parseDump } from "../snapshot/compare.js";
 import { DOCS, REAL } from "./dataset.js";
@@ -27,10 +26,6 @@ async function dump(name: string) {
   expect(described, name).not.toBeNull();
   return parseDump(await dumpCollection(chromaUrl, described!.id));
 }
-
-it("the Worker deflates with fflate: no node:zlib of nodejs_compat on the snapshot path", () => {
-  expect(deflateCodec).toBe("fflate");
-});
 
 it(`backs up ${REAL.count} records of real text with the tricky ones, verifies, restores both: every record equal`, async () => {
   const created = await call("POST", "/backups", { collections: [REAL.name, DOCS.name], tag: "real-text" });
