@@ -1,10 +1,12 @@
 import { Buffer } from "node:buffer";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, open, readdir, rename, rm, rmdir, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, rename, rm, rmdir } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { ImageCorruptError, InvalidRequestError } from "../errors.js";
 import { InflateError, inflateSection } from "../snapshot/codec.js";
+import { mapAhead } from "../concurrency.js";
 import { fetchByHash } from "../snapshot/read-chunk.js";
+import { syncDir, writeFully } from "../storage/files.js";
 import type { Storage } from "../storage/types.js";
 import { isSafeRelativePath } from "./manifest.js";
 import type { ImageChunkRef, ImageManifest } from "./types.js";
@@ -43,7 +45,8 @@ export async function downloadImage(
   for (const name of await readdir(parent)) if (name.startsWith(tempPrefix)) await rm(join(parent, name), { recursive: true, force: true });
   const temp = join(parent, `${tempPrefix}${randomBytes(4).toString("hex")}`);
   await mkdir(temp);
-  const chunks = new ChunkReader(storage, manifest);
+  const refs = manifest.files.flatMap((f) => f.chunks);
+  const chunks = mapAhead(refs, READ_AHEAD, (ref) => fetchImageChunk(storage, manifest, ref), signal)[Symbol.asyncIterator]();
   try {
     const folders = new Set<string>([temp]);
     let done = 0;
@@ -65,7 +68,9 @@ export async function downloadImage(
         };
         for (let i = 0; i < file.chunks.length; i++) {
           signal?.throwIfAborted();
-          const piece = await chunks.next();
+          const next = await chunks.next();
+          if (next.done) throw new ImageCorruptError(`image of snapshot ${manifest.snapshot}: more chunks read than listed`, manifest.snapshot, null);
+          const piece = next.value;
           whole.update(piece);
           gathered.push(piece);
           gatheredBytes += piece.byteLength;
@@ -82,13 +87,13 @@ export async function downloadImage(
         await handle.close();
       }
     }
-    for (const folder of folders) await syncFolder(folder);
+    for (const folder of folders) await syncDir(folder);
     signal?.throwIfAborted();
     if (targetExists) await rmdir(targetDir); // empty, checked above
     await rename(temp, targetDir);
-    await syncFolder(parent);
+    await syncDir(parent);
   } catch (err) {
-    chunks.abandon();
+    void chunks.return(undefined); // fetches in flight finish unobserved
     await rm(temp, { recursive: true, force: true });
     throw err;
   }
@@ -109,73 +114,17 @@ async function assertAbsentOrEmpty(dir: string): Promise<boolean> {
   return true;
 }
 
-/** The image's chunks in file order, verified and inflated, with READ_AHEAD fetches in flight. */
-class ChunkReader {
-  private readonly refs: ImageChunkRef[];
-  private readonly ahead: Promise<Uint8Array>[] = [];
-  private at = 0;
-
-  constructor(
-    private readonly storage: Storage,
-    private readonly manifest: ImageManifest,
-  ) {
-    this.refs = manifest.files.flatMap((f) => f.chunks);
-  }
-
-  async next(): Promise<Uint8Array> {
-    while (this.ahead.length < READ_AHEAD && this.at < this.refs.length) {
-      const fetching = this.fetch(this.refs[this.at++]!);
-      fetching.catch(() => {}); // awaited in turn below; a failure ahead must not be unhandled meanwhile
-      this.ahead.push(fetching);
-    }
-    const first = this.ahead.shift();
-    if (!first) throw new ImageCorruptError(`image of snapshot ${this.manifest.snapshot}: more chunks read than listed`, this.manifest.snapshot, null);
-    return first;
-  }
-
-  /** Stops reading ahead (the fetches in flight finish unobserved). */
-  abandon(): void {
-    this.ahead.length = 0;
-    this.at = this.refs.length;
-  }
-
-  private async fetch(ref: ImageChunkRef): Promise<Uint8Array> {
-    const stored = await this.fetchVerified(ref);
-    try {
-      return inflateSection(stored, ref.size);
-    } catch (err) {
-      if (err instanceof InflateError) throw this.corrupt(ref, err.message, err);
-      throw err;
-    }
-  }
-
-  /** Present, exactly `ref.bytes` long and hashing to its name (fetchByHash: three reads before it is called damaged). */
-  private async fetchVerified(ref: ImageChunkRef): Promise<Uint8Array> {
-    const fetched = await fetchByHash(this.storage, ref);
-    if (fetched instanceof Uint8Array) return fetched;
-    throw this.corrupt(ref, fetched.problem);
-  }
-
-  private corrupt(ref: ImageChunkRef, why: string, cause?: unknown): ImageCorruptError {
-    return new ImageCorruptError(`image of snapshot ${this.manifest.snapshot}: chunk ${ref.hash} ${why}`, this.manifest.snapshot, ref.hash, { cause });
-  }
-}
-
-/** A write into a full tmpfs can report fewer bytes written without an error (DESIGN.md): loop, and fail on no progress. */
-async function writeFully(handle: FileHandle, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.byteLength) {
-    const { bytesWritten } = await handle.write(bytes, offset, bytes.byteLength - offset);
-    if (bytesWritten <= 0) throw Object.assign(new Error("no space left on device (a write made no progress)"), { code: "ENOSPC" });
-    offset += bytesWritten;
-  }
-}
-
-async function syncFolder(path: string): Promise<void> {
-  const handle = await open(path, "r");
+/** One chunk of the image: present, exactly its size, hashing to its name (fetchByHash), inflated to exactly its claimed size. */
+async function fetchImageChunk(storage: Storage, manifest: ImageManifest, ref: ImageChunkRef): Promise<Uint8Array> {
+  const corrupt = (why: string, cause?: unknown) => new ImageCorruptError(`image of snapshot ${manifest.snapshot}: chunk ${ref.hash} ${why}`, manifest.snapshot, ref.hash, { cause });
+  const stored = await fetchByHash(storage, ref);
+  if (!(stored instanceof Uint8Array)) throw corrupt(stored.problem);
   try {
-    await handle.sync();
-  } finally {
-    await handle.close();
+    return inflateSection(stored, ref.size);
+  } catch (err) {
+    if (err instanceof InflateError) throw corrupt(err.message, err);
+    throw err;
   }
 }
+
+

@@ -1,9 +1,10 @@
 import { randomBytes } from "node:crypto";
-import { link, mkdir, open, opendir, readdir, rename, rm, stat, statfs, unlink, type FileHandle } from "node:fs/promises";
+import { link, mkdir, open, opendir, readdir, rename, rm, stat, statfs, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { notFound, StorageError, type StorageOperation } from "./errors.js";
 import { assertValidKey, assertValidPrefix } from "./keys.js";
+import { syncDir, writeFully } from "./files.js";
 import type { ObjectInfo, Storage } from "./types.js";
 
 /** Where writes in progress live; on the same filesystem as the root, so rename is atomic. */
@@ -104,15 +105,6 @@ export function fsStorage(root: string): Storage {
       throw err;
     }
     return tmp;
-  }
-
-  async function syncDir(dir: string): Promise<void> {
-    const handle = await open(dir, "r");
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
   }
 
   async function* walk(dir: string, keyPrefix: string): AsyncGenerator<ObjectInfo> {
@@ -251,15 +243,4 @@ export function fsStorage(root: string): Storage {
       }
     },
   };
-}
-
-/** Writes all of `bytes` at the file's position, again for what a short write left out. */
-async function writeFully(handle: FileHandle, bytes: Uint8Array, progress: { written: number }): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.byteLength) {
-    const { bytesWritten } = await handle.write(bytes, offset, bytes.byteLength - offset);
-    if (bytesWritten <= 0) throw Object.assign(new Error(`a write of ${bytes.byteLength - offset} bytes wrote none`), { code: "ENOSPC" });
-    offset += bytesWritten;
-    progress.written += bytesWritten;
-  }
 }
