@@ -107,7 +107,7 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
     if (gate && !gate.isOpen) return "the Chroma gate is not open yet";
     return null;
   };
-  const images = embedded ? embeddedImageMaking(config, (dataDir) => startEmbeddedChroma({ dataDir, log })) : undefined;
+  const images = embedded ? embeddedImageMaking(config, embedded.version, (dataDir) => startEmbeddedChroma({ dataDir, log })) : undefined;
   const { app, service, readiness, chroma } = compose(config, { storage, chromaUrl, token, log, notReady, images });
   const runningChroma = embedded;
   if (runningChroma) service.chromaServerVersion = () => runningChroma.version;

@@ -13,6 +13,7 @@ import { loadConfig } from "../../lib/config.js";
 import { silentLogger } from "../../lib/log.js";
 import { BackupService } from "../../lib/service.js";
 import { embeddedImageMaking } from "../../runtime/images.js";
+import { loadableChromaVersion } from "../../lib/chroma/launcher.js";
 import { startTestChroma, type TestChroma } from "../fixtures/chroma.js";
 import { addRecords, collectionId, makeRecords } from "../fixtures/dataset.js";
 import { client, expectError, makeApp, makeStore, resetChroma, UNKNOWN_ID, type Store } from "./harness.js";
@@ -26,7 +27,7 @@ function serviceFor(env: Record<string, string>): BackupService {
   const config = loadConfig({ STORAGE: "memory", DATA_DIR: dataDir, ...env }, join);
   const images = config.chroma.url
     ? undefined
-    : embeddedImageMaking(config, async (dir) => {
+    : embeddedImageMaking(config, loadableChromaVersion(), async (dir) => {
         const c = await startEmbeddedChroma({ dataDir: dir });
         scratch.push(c);
         return c;

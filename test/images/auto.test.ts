@@ -16,6 +16,7 @@ import type { LogFields, LogLevel } from "../../lib/log.js";
 import { BackupService } from "../../lib/service.js";
 import { startEmbeddedChroma, type EmbeddedChroma } from "../../lib/chroma/embedded.js";
 import { embeddedImageMaking } from "../../runtime/images.js";
+import { loadableChromaVersion } from "../../lib/chroma/launcher.js";
 import { startTestChroma, type TestChroma } from "../fixtures/chroma.js";
 import { addRecords, collectionId, makeRecords } from "../fixtures/dataset.js";
 import { makeStore, resetChroma, type Store } from "../handlers/harness.js";
@@ -65,7 +66,7 @@ describe("automatic images after backups, IMAGE_KEEP", () => {
       chroma: new ChromaRest({ url: source.url }),
       storage: store.storage,
       log: (level, message, fields) => logged.push([level, message, fields]),
-      images: embeddedImageMaking(loadConfig({ DATA_DIR: dataDir, ...env }, join), async (dir) => {
+      images: embeddedImageMaking(loadConfig({ DATA_DIR: dataDir, ...env }, join), loadableChromaVersion(), async (dir) => {
         const c = await startEmbeddedChroma({ dataDir: dir });
         scratch.push(c);
         return c;
