@@ -1,7 +1,7 @@
 import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { requestId } from "hono/request-id";
-import { timingSafeEqual } from "hono/utils/buffer";
+import { bearerAuth } from "./auth.js";
 import { createBackup } from "./backup.js";
 import type { AppContext, AppDeps, AppEnv } from "./context.js";
 import { OperationMetrics } from "../lib/metrics.js";
@@ -21,17 +21,6 @@ import { restore } from "./restore.js";
 import { skipStartupRestore } from "./skip-startup.js";
 import { status } from "./status.js";
 import { verifyBackup } from "./verify.js";
-
-const bearerAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
-  const header = c.req.header("authorization") ?? "";
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-  const ok = match ? await timingSafeEqual(match[1]!, c.get("deps").token) : false;
-  if (!ok) {
-    c.header("WWW-Authenticate", 'Bearer realm="chroma-backup"');
-    throw new HttpError(401, "unauthorized", header ? "the bearer token is wrong" : "send Authorization: Bearer <BACKUP_API_TOKEN>");
-  }
-  await next();
-};
 
 /** One JSON log line per request: operation, outcome, duration, request id and what the handler added. */
 const accessLog: MiddlewareHandler<AppEnv> = async (c, next) => {
@@ -95,7 +84,7 @@ export function createApp(appDeps: AppDeps): Hono<AppEnv> {
   // Every route comes from ROUTES, the list /openapi.json documents: public ones before the auth middleware.
   const mount = (r: (typeof ROUTES)[number]) => app.on(r.method.toUpperCase(), r.path, op(r.operation, HANDLERS[r.operation]!));
   for (const r of ROUTES.filter((x) => !x.auth)) mount(r);
-  app.use("*", bearerAuth);
+  app.use("*", bearerAuth<AppEnv>((c) => c.get("deps").token));
   app.use(
     "*",
     bodyLimit({

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { serve, type ServerType } from "@hono/node-server";
+import { serve, type Http2Bindings, type HttpBindings, type ServerType } from "@hono/node-server";
 import { startEmbeddedChroma, type EmbeddedChroma } from "../lib/chroma/embedded.js";
 import { imageForRestore } from "../lib/images/startup.js";
 import { ChromaGate } from "../lib/chroma/gate.js";
@@ -13,6 +13,7 @@ import { errorFields, jsonLogger, type Logger } from "../lib/log.js";
 import type { BackupService } from "../lib/service.js";
 import { logSigningStatus } from "../lib/snapshot/signing.js";
 import { storageFromConfig } from "../lib/storage/node.js";
+import { createStartingApp } from "../handlers/starting.js";
 import { VERSION } from "../handlers/version.js";
 import { compose } from "./compose.js";
 import { embeddedImageMaking } from "./images.js";
@@ -64,9 +65,11 @@ async function resolveToken(config: Config, log: Logger): Promise<{ token: strin
   return { token, generated: true };
 }
 
-function listen(app: { fetch: (request: Request) => Response | Promise<Response> }, port: number, hostname: string): Promise<ServerType> {
+type Handler = (request: Request, env: HttpBindings | Http2Bindings) => Response | Promise<Response>;
+
+function listen(fetch: Handler, port: number, hostname: string): Promise<ServerType> {
   return new Promise<ServerType>((ready, fail) => {
-    const s = serve({ fetch: app.fetch, port, hostname }, () => {
+    const s = serve({ fetch, port, hostname }, () => {
       s.off("error", fail);
       ready(s);
     });
@@ -75,9 +78,12 @@ function listen(app: { fetch: (request: Request) => Response | Promise<Response>
 }
 
 /**
- * Starts everything `npm start` runs: the embedded Chroma unless CHROMA_URL is set, the
- * store, the HTTP server, then the startup restore, retried with backoff until it succeeds
- * while the API serves (`/ready` is 503 meanwhile). Writes DATA_DIR/service.json once listening.
+ * Starts everything `npm start` runs: the store, the HTTP server (at first answering only
+ * /health and /ready: handlers/starting.ts), the embedded Chroma unless CHROMA_URL is set
+ * (placed from a restore image when one fits), the backup API, then the startup restore,
+ * retried with backoff until it succeeds while the API serves (`/ready` is 503 meanwhile).
+ * Writes DATA_DIR/service.json once the API serves. A failure or a stop during startup
+ * leaves nothing running.
  */
 export async function startService(env: Env = process.env, log: Logger = jsonLogger, options: StartOptions = {}): Promise<RunningService> {
   const { signal } = options;
@@ -85,6 +91,16 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
   config.dataDir = resolve(config.dataDir);
   const { token, generated } = await resolveToken(config, log);
   const storage = await storageFromConfig(config.storage, { log }); // a configuration mistake fails before Chroma starts
+  const host = config.host ?? (generated ? "127.0.0.1" : "0.0.0.0");
+  // Listening comes first, so that the port is known to be free before a long image
+  // download, and platform health checks get /health and a 503 /ready with the startup's
+  // step (the last thing it logged) instead of a refused connection meanwhile.
+  let startingStep = "the embedded Chroma is starting";
+  const startingApp = createStartingApp({ token, version: VERSION, reason: () => `startup restore running: ${startingStep}` });
+  let handle: Handler = (request, env) => startingApp.fetch(request, env);
+  signal?.throwIfAborted();
+  const server = await listen((request, env) => handle(request, env), config.port, host);
+  const closeServer = () => new Promise<void>((done) => server.close(() => done()));
   let embedded: EmbeddedChroma | null = null;
   let gate: ChromaGate | null = null;
   let gateError: string | null = null;
@@ -93,7 +109,18 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
   if (!chromaUrl) {
     // Chroma listens on a private loopback port; apps reach it through the gate at
     // CHROMA_HOST:CHROMA_PORT, which opens only once the startup restore is over.
-    const { chroma: started, fromImage } = await startEmbeddedForRestore(config, storage, log, signal);
+    const stepLog: Logger = (level, message, fields) => {
+      startingStep = message.replace(/^startup restore: /, "");
+      log(level, message, fields);
+    };
+    let startedEmbedded: Awaited<ReturnType<typeof startEmbeddedForRestore>>;
+    try {
+      startedEmbedded = await startEmbeddedForRestore(config, storage, stepLog, signal);
+    } catch (err) {
+      await closeServer();
+      throw err;
+    }
+    const { chroma: started, fromImage } = startedEmbedded;
     restoredFromImage = fromImage;
     embedded = started;
     chromaUrl = started.url;
@@ -107,8 +134,19 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
     if (gate && !gate.isOpen) return "the Chroma gate is not open yet";
     return null;
   };
+  const abandon = async (err: unknown): Promise<never> => {
+    await embedded?.stop();
+    await closeServer();
+    throw err;
+  };
   const images = embedded ? embeddedImageMaking(config, embedded.version, (dataDir) => startEmbeddedChroma({ dataDir, log })) : undefined;
-  const { app, service, readiness, chroma } = compose(config, { storage, chromaUrl, token, log, notReady, images });
+  let composed: ReturnType<typeof compose>;
+  try {
+    composed = compose(config, { storage, chromaUrl, token, log, notReady, images });
+  } catch (err) {
+    return abandon(err);
+  }
+  const { app, service, readiness, chroma } = composed;
   const runningChroma = embedded;
   if (runningChroma) service.chromaServerVersion = () => runningChroma.version;
   logSigningStatus(service.manifestKeys, log);
@@ -127,22 +165,9 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
     onStopTimeoutSeconds: config.backupOnStopTimeoutSeconds,
   });
   if (config.restoreOnStart !== "never") service.markStartupRestore("running");
-  const host = config.host ?? (generated ? "127.0.0.1" : "0.0.0.0");
 
-  // A failed startup (e.g. EADDRINUSE) or a stop requested during it must not leave the embedded Chroma running.
-  const stopEmbedded = () => void embedded?.stop();
-  signal?.addEventListener("abort", stopEmbedded, { once: true });
-  let server: ServerType;
-  try {
-    signal?.throwIfAborted();
-    server = await listen(app, config.port, host);
-    signal?.throwIfAborted();
-  } catch (err) {
-    await embedded?.stop();
-    throw err;
-  } finally {
-    signal?.removeEventListener("abort", stopEmbedded);
-  }
+  if (signal?.aborted) return abandon(signal.reason);
+  handle = (request, env) => app.fetch(request, env);
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : config.port;
   const url = `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`;
@@ -197,7 +222,7 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
   const stop = () =>
     (stopping ??= (async () => {
       retries.abort();
-      const closed = new Promise<void>((done) => server.close(() => done()));
+      const closed = closeServer();
       if ("closeIdleConnections" in server) server.closeIdleConnections();
       for (const hook of stopHooks) {
         try {

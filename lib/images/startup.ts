@@ -116,6 +116,7 @@ export async function restoreFromImage(options: ImageStartupOptions): Promise<Im
 
     await writeFile(options.markerPath, JSON.stringify({ image: image.snapshot, target: target.id, since: new Date().toISOString() }) + "\n");
     placed = true;
+    log("info", "startup restore: placing a restore image", { image: image.snapshot, snapshot: target.id, bytes: image.bytes, storedBytes: image.storedBytes });
     await downloadImage(storage, image, options.dataDir, { signal });
     const downloaded = Date.now();
     chroma = await options.startChroma();

@@ -78,7 +78,8 @@ async function tempDir(name: string): Promise<string> {
 }
 
 /**
- * Starts the service on `dir` and resolves once /health answers. A free port can be taken
+ * Starts the service on `dir` and resolves once /ready answers 200 (/health answers
+ * earlier, while the service is still starting). A free port can be taken
  * by another test file between the pick and the listen (seen under load): then once more.
  */
 async function startService(dir: string): Promise<Proc> {
@@ -120,13 +121,13 @@ async function startServiceOn(dir: string, port: number): Promise<Proc> {
   while (Date.now() < deadline) {
     if (exited) throw new Error(`the service exited during startup:\n${out}`);
     try {
-      if ((await fetch(`${proc.url}/health`, { signal: AbortSignal.timeout(1000) })).ok) return proc;
+      if ((await fetch(`${proc.url}/ready`, { signal: AbortSignal.timeout(1000) })).ok) return proc;
     } catch {
       // not up yet
     }
     await sleep(20);
   }
-  throw new Error(`the service did not answer /health within 30 s:\n${out}`);
+  throw new Error(`the service was not ready within 30 s:\n${out}`);
 }
 
 /**

@@ -3,7 +3,7 @@
  * process tree, as test/runtime/start.test.ts runs it): a store with a snapshot and an
  * image of it made from a real Chroma's directory, a fresh DATA_DIR each time.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { cp, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -244,6 +244,51 @@ describe("npm start: the startup restore from a restore image", () => {
     await logLine(service, "startup restore: restored the newest snapshot");
     expect(hasLog(service, "startup restore: restored from an image")).toBe(false);
     expectSameDumps(atA, held);
+    await expectNothingHalfPlaced(dataDir);
+  }, 90_000);
+
+  it("while the image is placed, the HTTP API answers: /health 200, /ready 503 with the step, other routes 503 chroma_unavailable (after auth)", async () => {
+    // One chunk of the image is a FIFO: reading it blocks until the test writes its bytes,
+    // which holds the download half way for as long as the test looks. A chunk the image
+    // lists once: each read of a FIFO holds one of libuv's 4 threads, which the service's
+    // hashing needs too.
+    const heldStore = await tempDir("store-held");
+    await cp(imageStore, heldStore, { recursive: true });
+    const image = await readImage(storeOf(imageStore), a.id);
+    const listed = image.files.flatMap((f) => f.chunks.map((c) => c.hash));
+    const once = listed.find((h, i) => i > 0 && listed.indexOf(h) === i && listed.lastIndexOf(h) === i)!;
+    const chunkPath = join(heldStore, "chromadb", chunkKey(once));
+    const bytes = await readFile(chunkPath);
+    await rm(chunkPath);
+    execFileSync("mkfifo", [chunkPath]);
+    const { service, dataDir } = await startNpm(heldStore);
+    const health = await until("GET /health 200", service, async () => {
+      try {
+        const res = await fetch(`${service.url}/health`, { signal: AbortSignal.timeout(1000) });
+        return res.ok ? ((await res.json()) as { ok: boolean }) : undefined;
+      } catch {
+        return undefined; // not listening yet
+      }
+    });
+    expect(health.ok).toBe(true);
+    await logLine(service, "startup restore: placing a restore image");
+    const notReady = await fetch(`${service.url}/ready`, { signal: AbortSignal.timeout(5000) });
+    expect(notReady.status).toBe(503);
+    expect(((await notReady.json()) as { reason: string }).reason).toMatch(/^startup restore running: placing a restore image/);
+    const anonymous = await fetch(`${service.url}/backups`, { signal: AbortSignal.timeout(5000) });
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.headers.get("www-authenticate")).toMatch(/^Bearer/);
+    const list = await fetch(`${service.url}/backups`, { headers: { authorization: `Bearer ${TOKEN}` }, signal: AbortSignal.timeout(5000) });
+    expect(list.status).toBe(503);
+    expect(list.headers.get("retry-after")).toBe("2");
+    expect(((await list.json()) as { error: { code: string; message: string } }).error).toMatchObject({ code: "chroma_unavailable", message: expect.stringMatching(/starting.*placing a restore image.*retry/s) });
+    expect(hasLog(service, "startup restore: restored from an image"), "the download is held").toBe(false);
+
+    await writeFile(chunkPath, bytes); // the reader waits on the FIFO: the download goes on
+    await ready(service);
+    await logLine(service, "startup restore: restored from an image");
+    const chromaUrl = (await logLine(service, "started the embedded Chroma")).url as string;
+    expectSameDumps(atA, await dumps(chromaUrl));
     await expectNothingHalfPlaced(dataDir);
   }, 90_000);
 });
