@@ -128,8 +128,9 @@ export async function restoreFromImage(options: ImageStartupOptions): Promise<Im
     };
 
     // The Chroma version may still be probed (a child process, ~0.2 s): the download starts
-    // meanwhile on the image the newest version among the candidates would use, and is
-    // cancelled (its temp folder removed) when the probe names another version.
+    // meanwhile on the image the newest candidate's version would use (the usual case: the
+    // Chroma that made the newest image runs again), and is cancelled (its temp folder
+    // removed) when the probe names another version.
     const known = typeof options.chromaVersion === "string" ? options.chromaVersion : null;
     const guessed = plan(known ?? images.find((m) => m.snapshot <= target.id)?.chromaVersion ?? "");
     const guess = "image" in guessed ? guessed.image : null;
