@@ -1,4 +1,4 @@
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -59,16 +59,29 @@ let loadable: string | undefined;
  */
 export function loadableChromaVersion(): string {
   if (loadable === undefined) {
-    const probe = `for (const c of JSON.parse(process.env.${BINDINGS_ENV})) { try { require(c.module); process.stdout.write(c.version); break; } catch {} }`;
     try {
-      const out = execFileSync(process.execPath, ["-e", probe], { env: { ...process.env, [BINDINGS_ENV]: JSON.stringify(installedChromaBindings()) }, encoding: "utf8", timeout: 30_000 });
-      loadable = out.trim() || "unknown";
+      loadable = parseProbe(execFileSync(process.execPath, ["-e", probeSource()], { env: probeEnv(), encoding: "utf8", timeout: 30_000 }));
     } catch {
       loadable = "unknown";
     }
   }
   return loadable;
 }
+
+/** loadableChromaVersion without blocking: the startup restore reads the store meanwhile. */
+export function loadableChromaVersionAsync(): Promise<string> {
+  if (loadable !== undefined) return Promise.resolve(loadable);
+  return new Promise((resolve) => {
+    execFile(process.execPath, ["-e", probeSource()], { env: probeEnv(), encoding: "utf8", timeout: 30_000 }, (err, out) => {
+      loadable ??= err ? "unknown" : parseProbe(out);
+      resolve(loadable);
+    });
+  });
+}
+
+const probeSource = () => `for (const c of JSON.parse(process.env.${BINDINGS_ENV})) { try { require(c.module); process.stdout.write(c.version); break; } catch {} }`;
+const probeEnv = () => ({ ...process.env, [BINDINGS_ENV]: JSON.stringify(installedChromaBindings()) });
+const parseProbe = (out: string) => out.trim() || "unknown";
 
 const BINDINGS_ENV = "CHROMA_BACKUP_BINDINGS";
 const LAUNCHER_ENV = "CHROMA_BACKUP_LAUNCHER";

@@ -156,7 +156,8 @@ async function fromPreviousImage(storage: Storage, snapshot: Manifest, options: 
   // Its snapshot is what the files hold: the catch-up's starting point. Pruned: no starting point.
   const from = await readManifest(storage, previous.snapshot, options.keys);
   const started = Date.now();
-  await downloadImage(storage, previous, scratchDir, { signal });
+  // Off the cold start's path: the whole-file hashes check the previous image's making too.
+  await downloadImage(storage, previous, scratchDir, { signal, checkFileHashes: true });
   const chroma = await options.startChroma(scratchDir);
   try {
     if (chroma.version !== previous.chromaVersion) throw new Error(`Chroma ${chroma.version} started, image ${previous.snapshot} was made by Chroma ${previous.chromaVersion}`);

@@ -14,8 +14,11 @@ const relativePath = v.pipe(
   v.check((p) => isSafeRelativePath(p), "not a safe relative path"),
 );
 
+/** `codec` only in format 2 (checked below): a format 1 reader never saw it. */
+const chunkRef = v.object({ hash, bytes: count, size: count, codec: v.optional(v.literal("raw")) });
+
 const ImageManifestSchema = v.object({
-  formatVersion: v.literal(1),
+  formatVersion: v.union([v.literal(1), v.literal(2)]),
   snapshot: v.pipe(v.string(), v.check(isSnapshotId, "not a snapshot id")),
   chromaVersion: v.pipe(v.string(), v.minLength(1)),
   createdAt: v.string(),
@@ -26,7 +29,7 @@ const ImageManifestSchema = v.object({
       path: relativePath,
       size: count,
       sha256: hash,
-      chunks: v.array(v.object({ hash, bytes: count, size: count })),
+      chunks: v.array(chunkRef),
     }),
   ),
   collections: v.array(v.object({ name: v.string(), records: count, sampleIds: v.array(v.string()) })),
@@ -99,6 +102,11 @@ export function parseImageManifest(bytes: Uint8Array, expectedSnapshot: string, 
   for (const f of m.files) {
     if (paths.has(f.path)) corrupt(`lists ${f.path} twice`);
     paths.add(f.path);
+    for (const c of f.chunks) {
+      if (c.codec === undefined) continue;
+      if (m.formatVersion === 1) corrupt(`is format 1 and marks chunk ${c.hash} ${c.codec}`);
+      if (c.bytes !== c.size) corrupt(`file ${f.path}: raw chunk ${c.hash} stores ${c.bytes} bytes of ${c.size}`);
+    }
     const size = f.chunks.reduce((n, c) => n + c.size, 0);
     if (size !== f.size) corrupt(`file ${f.path}: its chunks hold ${size} bytes, it says ${f.size}`);
     bytesTotal += f.size;

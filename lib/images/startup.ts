@@ -20,8 +20,11 @@ export interface ImageStartupOptions {
   dataDir: string;
   /** A file outside `dataDir` present while an image is being placed and caught up (see clearUnfinishedImage). */
   markerPath: string;
-  /** The Chroma that will run on the files (loadableChromaVersion()): only its own images are used. */
-  chromaVersion: string;
+  /**
+   * The Chroma that will run on the files (loadableChromaVersion()): only its own images
+   * are used. A promise (the probe still running): the download starts meanwhile on a guess.
+   */
+  chromaVersion: string | Promise<string>;
   keys?: ManifestKeys;
   /** Starts the embedded Chroma on `dataDir`. */
   startChroma: () => Promise<EmbeddedChroma>;
@@ -103,21 +106,60 @@ export async function restoreFromImage(options: ImageStartupOptions): Promise<Im
   let chroma: EmbeddedChroma | null = null;
   let placed = false;
   try {
-    const { snapshots } = await readCatalog(storage, options.keys);
+    const [{ snapshots }, images] = await Promise.all([readCatalog(storage, options.keys), listImages(storage, options.keys)]);
     const target = snapshots.find((m) => m.tag !== SAFETY_TAG);
     if (!target) return { used: false, reason: "no snapshot in the store" };
-    const images = await listImages(storage, options.keys);
-    const image = pickImage(images, { chromaVersion: options.chromaVersion, atOrBefore: target.id });
-    if (!image) return { used: false, reason: whyNoImage(images, options.chromaVersion, target.id) };
-    const from = snapshots.find((m) => m.id === image.snapshot);
-    if (!from) return { used: false, reason: `image ${image.snapshot}: its snapshot is no longer in the store (catching up needs it)` };
-    const mismatch = describesOtherData(image, from);
-    if (mismatch) return { used: false, reason: `image ${image.snapshot}: ${mismatch}` };
+    const plan = (chromaVersion: string): { image: ImageManifest } | { reason: string } => {
+      const image = pickImage(images, { chromaVersion, atOrBefore: target.id });
+      if (!image) return { reason: whyNoImage(images, chromaVersion, target.id) };
+      const from = snapshots.find((m) => m.id === image.snapshot);
+      if (!from) return { reason: `image ${image.snapshot}: its snapshot is no longer in the store (catching up needs it)` };
+      const mismatch = describesOtherData(image, from);
+      return mismatch ? { reason: `image ${image.snapshot}: ${mismatch}` } : { image };
+    };
+    const download = (image: ImageManifest, stop?: AbortSignal) => {
+      log("info", "startup restore: placing a restore image", { image: image.snapshot, snapshot: target.id, bytes: image.bytes, storedBytes: image.storedBytes });
+      const signals = [signal, stop].filter((s) => s !== undefined);
+      return downloadImage(storage, image, options.dataDir, { signal: signals.length > 0 ? AbortSignal.any(signals) : undefined });
+    };
+    const markPlacing = async (image: ImageManifest) => {
+      if (placed) return;
+      await writeFile(options.markerPath, JSON.stringify({ image: image.snapshot, target: target.id, since: new Date().toISOString() }) + "\n");
+      placed = true;
+    };
 
-    await writeFile(options.markerPath, JSON.stringify({ image: image.snapshot, target: target.id, since: new Date().toISOString() }) + "\n");
-    placed = true;
-    log("info", "startup restore: placing a restore image", { image: image.snapshot, snapshot: target.id, bytes: image.bytes, storedBytes: image.storedBytes });
-    await downloadImage(storage, image, options.dataDir, { signal });
+    // The Chroma version may still be probed (a child process, ~0.2 s): the download starts
+    // meanwhile on the image the newest candidate's version would use (the usual case: the
+    // Chroma that made the newest image runs again), and is cancelled (its temp folder
+    // removed) when the probe names another version.
+    const known = typeof options.chromaVersion === "string" ? options.chromaVersion : null;
+    const guessed = plan(known ?? images.find((m) => m.snapshot <= target.id)?.chromaVersion ?? "");
+    const guess = "image" in guessed ? guessed.image : null;
+    const cancel = new AbortController();
+    let early: Promise<void> | null = null;
+    if (guess) {
+      await markPlacing(guess);
+      early = download(guess, cancel.signal);
+      early.catch(() => {}); // awaited below, or abandoned after cancel
+    }
+    const chosen = plan(await options.chromaVersion);
+    if (!("image" in chosen) || chosen.image !== guess) {
+      cancel.abort(new Error("the image guessed was not this Chroma's"));
+      const placedGuess = await early?.then(() => true, () => false);
+      signal?.throwIfAborted();
+      if (placedGuess) await rm(options.dataDir, { recursive: true, force: true }); // it finished first: not this Chroma's files
+    }
+    if (!("image" in chosen)) {
+      await undo();
+      return { used: false, reason: chosen.reason };
+    }
+    const image = chosen.image;
+    const from = snapshots.find((m) => m.id === image.snapshot)!;
+    if (early && image === guess) await early;
+    else {
+      await markPlacing(image);
+      await download(image);
+    }
     const downloaded = Date.now();
     chroma = await options.startChroma();
     if (chroma.version !== image.chromaVersion) throw new Error(`Chroma ${chroma.version} started, the image was made by Chroma ${image.chromaVersion}`);
@@ -125,8 +167,11 @@ export async function restoreFromImage(options: ImageStartupOptions): Promise<Im
     const client = options.client(chroma.url).withSignal(signal);
     await checkImageChroma(client, image);
     const checked = Date.now();
-    const caughtUp = from.id === target.id ? { upserted: 0, deleted: 0, collectionsRestored: [] } : await catchUp(client, storage, from, target, { signal, log });
-    await checkCollectionsOf(client, target);
+    let caughtUp: CatchUpResult = { upserted: 0, deleted: 0, collectionsRestored: [] };
+    if (from.id !== target.id) {
+      caughtUp = await catchUp(client, storage, from, target, { signal, log });
+      await checkCollectionsOf(client, target);
+    } // else checkImageChroma has checked the snapshot's own collections and counts (describesOtherData: the image's are the snapshot's)
     await rm(options.markerPath, { force: true });
     const done = Date.now();
     const timings = { downloadMs: downloaded - started, startMs: up - downloaded, checkMs: checked - up, catchUpMs: done - checked, totalMs: done - started };
@@ -171,21 +216,22 @@ function describesOtherData(image: ImageManifest, from: Manifest): string | null
   return null;
 }
 
-/** Chroma on the placed files holds what the image says: its collections, their counts, the sampled ids. */
+/** Chroma on the placed files holds what the image says: its collections, their counts, the sampled ids (the collections checked at once). */
 async function checkImageChroma(chroma: ChromaRest, image: ImageManifest): Promise<void> {
   const present = await chroma.listCollections();
   const names = present.map((c) => c.name).sort();
   const expected = image.collections.map((c) => c.name).sort();
   if (names.join("\n") !== expected.join("\n")) throw new Error(`Chroma on the image holds collections ${names.join(", ") || "none"}, the image says ${expected.join(", ") || "none"}`);
-  for (const c of image.collections) {
-    const info = present.find((p) => p.name === c.name)!;
-    const count = await chroma.count(info.id);
-    if (count !== c.records) throw new Error(`Chroma on the image holds ${count} records in ${c.name}, the image says ${c.records}`);
-    if (c.sampleIds.length === 0) continue;
-    const found = new Set((await chroma.getRecordsByIds(info.id, c.sampleIds)).ids);
-    const missing = c.sampleIds.filter((id) => !found.has(id));
-    if (missing.length > 0) throw new Error(`Chroma on the image lacks records ${missing.slice(0, 3).join(", ")} of ${c.name}`);
-  }
+  await Promise.all(
+    image.collections.map(async (c) => {
+      const info = present.find((p) => p.name === c.name)!;
+      const [count, found] = await Promise.all([chroma.count(info.id), c.sampleIds.length === 0 ? null : chroma.getRecordsByIds(info.id, c.sampleIds)]);
+      if (count !== c.records) throw new Error(`Chroma on the image holds ${count} records in ${c.name}, the image says ${c.records}`);
+      const ids = new Set(found?.ids ?? []);
+      const missing = c.sampleIds.filter((id) => !ids.has(id));
+      if (missing.length > 0) throw new Error(`Chroma on the image lacks records ${missing.slice(0, 3).join(", ")} of ${c.name}`);
+    }),
+  );
 }
 
 /** After the catch-up: exactly the snapshot's collections, each with its count. */

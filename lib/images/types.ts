@@ -24,6 +24,12 @@ export interface ImageChunkRef {
   bytes: number;
   /** Size of the piece before compression. */
   size: number;
+  /**
+   * How the stored bytes decode (format 2): absent, raw deflate of `size` bytes; `"raw"`,
+   * the piece itself, stored as is because deflate saved too little to be worth inflating
+   * at every cold start (then `bytes` equals `size`). Format 1 has no raw chunks.
+   */
+  codec?: "raw";
 }
 
 export interface ImageFile {
@@ -31,7 +37,11 @@ export interface ImageFile {
   path: string;
   /** File size in bytes (the sum of its chunks' `size`). */
   size: number;
-  /** sha256 (hex) of the whole file, checked after download. */
+  /**
+   * sha256 (hex) of the whole file, as the uploader read it. Checked by a download that asks
+   * for it (downloadImage `checkFileHashes`: an image made from a previous one); the cold
+   * start relies on the chain manifest -> chunk hashes -> sizes instead (download.ts).
+   */
   sha256: string;
   chunks: ImageChunkRef[];
 }
@@ -44,8 +54,12 @@ export interface ImageCollection {
   sampleIds: string[];
 }
 
+/** What uploadImage writes; parseImageManifest reads 1 and 2. */
+export const IMAGE_FORMAT_VERSION = 2;
+
 export interface ImageManifest {
-  formatVersion: 1;
+  /** 1: every chunk deflated; 2: a chunk may be stored raw (ImageChunkRef `codec`). */
+  formatVersion: 1 | 2;
   /** The snapshot the image holds exactly. */
   snapshot: string;
   /** Version of the Chroma that wrote the files (the embedded bindings' version, e.g. "1.0.5"). */

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:net";
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -250,5 +251,90 @@ describe("image manifests", () => {
     await expect(readImage(storage, SNAP_B)).rejects.toThrow(/unexpected shape/);
     await expect(downloadImage(storage, forged, join(work, "escape", "data"))).rejects.toThrow(ImageCorruptError);
     await expect(readdir(join(work, "escape"))).rejects.toThrow(/ENOENT/);
+  });
+});
+
+describe("image format 2: chunks that deflate poorly are stored raw", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = join(work, "mixed");
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, "noise.bin"), randomBytes(200_000)); // deflate keeps ~100%
+    await writeFile(join(dir, "text.txt"), "the same line again\n".repeat(20_000)); // deflate keeps ~0.5%
+  });
+
+  it("stores each chunk raw or deflated by what deflate saved, and both come back byte for byte", async () => {
+    const storage = memoryStorage();
+    const { manifest } = await uploadImage(storage, dir, meta(SNAP_A));
+    expect(manifest.formatVersion).toBe(2);
+    const noise = manifest.files.find((f) => f.path === "noise.bin")!.chunks;
+    const text = manifest.files.find((f) => f.path === "text.txt")!.chunks;
+    expect(noise.every((c) => c.codec === "raw" && c.bytes === c.size)).toBe(true);
+    expect(text.every((c) => c.codec === undefined && c.bytes < c.size / 10)).toBe(true);
+    const read = await readImage(storage, SNAP_A);
+    expect(read.files.find((f) => f.path === "noise.bin")!.chunks[0]!.codec).toBe("raw");
+    const target = join(work, "mixed-restored");
+    await downloadImage(storage, read, target);
+    expect(await filesOf(target)).toEqual(await filesOf(dir));
+  });
+
+  it("a damaged raw chunk is refused like a deflated one: ImageCorruptError naming it, nothing placed", async () => {
+    const storage = memoryStorage();
+    const { manifest } = await uploadImage(storage, dir, meta(SNAP_A));
+    const victim = manifest.files.find((f) => f.path === "noise.bin")!.chunks[1]!;
+    const bytes = new Uint8Array(await new Response(await storage.get(chunkKey(victim.hash))).arrayBuffer());
+    bytes[100] = bytes[100]! ^ 0x01;
+    await storage.put(chunkKey(victim.hash), bytes);
+    const parent = join(work, "raw-damaged");
+    const err = await downloadImage(storage, manifest, join(parent, "data")).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ImageCorruptError);
+    expect((err as ImageCorruptError).chunk).toBe(victim.hash);
+    expect(await readdir(parent)).toEqual([]);
+  });
+
+  it("refuses a raw chunk whose stored size is not its size, and a format 1 manifest that marks one raw", async () => {
+    const storage = memoryStorage();
+    const { manifest } = await uploadImage(storage, dir, meta(SNAP_A));
+    const bend = (change: (m: ImageManifest) => ImageManifest) => storage.put(`images/${SNAP_A}.json`, serializeImageManifest(change(structuredClone(manifest))));
+    await bend((m) => {
+      const c = m.files.find((f) => f.path === "text.txt")!.chunks[0]!;
+      c.codec = "raw"; // its stored bytes are deflate: read raw, they would be garbage of the wrong size
+      return m;
+    });
+    await expect(readImage(storage, SNAP_A)).rejects.toThrow(/raw chunk .* stores \d+ bytes of \d+/);
+    await bend((m) => ({ ...m, formatVersion: 1 }));
+    await expect(readImage(storage, SNAP_A)).rejects.toThrow(/format 1 and marks chunk/);
+  });
+
+  it("a format 1 image (every chunk deflated, as images made before) still reads and downloads", async () => {
+    const storage = memoryStorage();
+    const textOnly = join(work, "text-only");
+    await mkdir(textOnly, { recursive: true });
+    await writeFile(join(textOnly, "text.txt"), "the same line again\n".repeat(20_000));
+    const { manifest } = await uploadImage(storage, textOnly, meta(SNAP_A));
+    expect(manifest.files.flatMap((f) => f.chunks).some((c) => c.codec !== undefined)).toBe(false);
+    await storage.put(`images/${SNAP_A}.json`, serializeImageManifest({ ...manifest, formatVersion: 1 }));
+    const read = await readImage(storage, SNAP_A);
+    expect(read.formatVersion).toBe(1);
+    const target = join(work, "format-1-restored");
+    await downloadImage(storage, read, target);
+    expect(await filesOf(target)).toEqual(await filesOf(textOnly));
+  });
+
+  it("checkFileHashes catches an image that lists the wrong chunks (each intact), which the chunk checks cannot", async () => {
+    const storage = memoryStorage();
+    const { manifest } = await uploadImage(storage, dir, meta(SNAP_A));
+    const forged = structuredClone(manifest);
+    // Its first two chunks swapped: each passes its own checks, the file's size adds up, its content is wrong.
+    const chunks = forged.files.find((f) => f.path === "noise.bin")!.chunks;
+    expect(chunks.length).toBeGreaterThan(2);
+    [chunks[0], chunks[1]] = [chunks[1]!, chunks[0]!];
+    const parent = join(work, "wrong-chunks");
+    const err = await downloadImage(storage, forged, join(parent, "data"), { checkFileHashes: true }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ImageCorruptError);
+    expect((err as Error).message).toMatch(/noise\.bin came out with sha256 .* it was made wrong/);
+    expect(await readdir(parent)).toEqual([]);
+    // Without it (the cold start) the chunk checks pass: what the option adds is a check of the image's making.
+    await downloadImage(storage, forged, join(parent, "data"));
   });
 });
