@@ -8,7 +8,7 @@ import { constants, deflateRaw, inflateRawSync } from "node:zlib";
 import { promisify } from "node:util";
 import { deflate, Deflate, deflateSync, Inflate, inflateSync } from "fflate";
 import { collectionSpecs, generateCollections, loadCorpus } from "./dataset.js";
-import { createDeflatePool } from "../lib/snapshot/deflate-pool.js";
+import { createCodecPool } from "../lib/snapshot/codec-pool.js";
 import { INFLATE_STEP, inflateSection } from "../lib/snapshot/codec.js";
 
 const ROUNDS = 20;
@@ -57,7 +57,7 @@ await time("fflate deflateSync (main thread)", () => deflateSync(text, { level: 
 await time("fflate Deflate streaming, 64 KiB pieces", () => fflateStreaming(text, 64 * 1024));
 await time("fflate Deflate streaming, 16 KiB pieces", () => fflateStreaming(text, 16 * 1024));
 await time("fflate deflate() async (a Worker per call)", () => fflateAsync(text));
-const pool = createDeflatePool(2)!;
+const pool = createCodecPool(2)!;
 await time("deflate pool (fflate deflateSync on a thread)", () => pool.deflate(text, 2));
 let blocked = 0;
 await time("deflate pool, 4 at once (per round)", async () => {

@@ -5,14 +5,14 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { deflateSync } from "fflate";
 import { afterAll, expect, it } from "vitest";
-import { createDeflatePool } from "../../lib/snapshot/deflate-pool.js";
+import { createCodecPool } from "../../lib/snapshot/codec-pool.js";
 import { bundleForNode } from "../../scripts/build.mjs";
 
 // The deflate pool (lib/snapshot/deflate-pool.ts): fflate on worker threads, the same bytes
 // as fflate on the main thread, and threads that never keep a process alive once idle.
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const pool = createDeflatePool(2)!;
+const pool = createCodecPool(2)!;
 afterAll(() => pool.close());
 
 const textOf = (seed: number, size: number) => new TextEncoder().encode(Array.from({ length: size / 8 }, (_, i) => `w${(i * seed) % 977} `).join(""));
@@ -40,7 +40,7 @@ it("copies its input unless handed over; handed over, the whole buffer moves to 
 });
 
 it("a thread that dies fails its task with an error, and the pool starts another for the next", async () => {
-  const broken = createDeflatePool(1)!;
+  const broken = createCodecPool(1)!;
   try {
     await broken.deflate(textOf(3, 64_000), 2);
     expect(broken.threads).toBe(1);
@@ -56,9 +56,9 @@ it("a thread that dies fails its task with an error, and the pool starts another
 /** An entry that compresses through the codec (the pool) and prints its size, run from an esbuild bundle like dist/server.mjs. */
 const ENTRY = `
 import { deflateSection } from "../../lib/snapshot/codec.js";
-import { createDeflatePool } from "../../lib/snapshot/deflate-pool.js";
+import { createCodecPool } from "../../lib/snapshot/codec-pool.js";
 const text = new TextEncoder().encode("chroma backup ".repeat(40_000));
-const probe = createDeflatePool(1);
+const probe = createCodecPool(1);
 // Nothing but the pending compression keeps the process alive here: the thread is ref'd while it works.
 const out = await deflateSection(text, { level: 2 });
 await probe.deflate(text, 2);
@@ -67,7 +67,7 @@ console.log(JSON.stringify({ bytes: out.byteLength, threads: probe.threads }));
 `;
 
 it("works from an esbuild bundle (the way npm start runs), and a process using it ends by itself without closing it", async () => {
-  const dir = join(ROOT, "dist", `test-deflate-pool-${process.pid}`);
+  const dir = join(ROOT, "dist", `test-codec-pool-${process.pid}`);
   await mkdir(join(dir, "src"), { recursive: true });
   try {
     // The entry sits two levels under the root (as test/x/ does), so its imports resolve; the bundle goes in dist/ (packages external: fflate from node_modules).
