@@ -155,8 +155,11 @@ export function createCodecPool(size?: number): CodecPool | null {
     return start();
   }
 
-  /** `bytes` itself when handed over and spanning its whole buffer (it moves), else a copy of just its bytes. */
-  const movable = (bytes: Uint8Array, handOver: boolean) => (handOver && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer ? bytes : bytes.slice());
+  /**
+   * `bytes` itself when handed over and spanning its whole buffer (it moves), else a copy
+   * of just its bytes (`new Uint8Array`, not `slice()`: a Buffer's slice is a view).
+   */
+  const movable = (bytes: Uint8Array, handOver: boolean) => (handOver && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer ? bytes : new Uint8Array(bytes));
 
   function run(task: Task): Promise<Uint8Array> {
     const thread = pick();
