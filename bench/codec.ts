@@ -1,15 +1,15 @@
 /**
  * `npx tsx bench/codec.ts`: the section codec on one text section of the bench's text
  * (3,000 records, ~1.9 MB) and one high-byte plane: the figures lib/snapshot/codec.ts and
- * deflate-pool.ts cite. Each line gives the fastest and the median of ROUNDS rounds (the
+ * codec-pool.ts cite. Each line gives the fastest and the median of ROUNDS rounds (the
  * machine is shared: the fastest is the codec, the median the neighbours).
  */
 import { constants, deflateRaw, inflateRawSync } from "node:zlib";
 import { promisify } from "node:util";
 import { deflate, Deflate, deflateSync, Inflate, inflateSync } from "fflate";
 import { collectionSpecs, generateCollections, loadCorpus } from "./dataset.js";
-import { createDeflatePool } from "../lib/snapshot/deflate-pool.js";
-import { INFLATE_STEP, inflateSection } from "../lib/snapshot/codec.js";
+import { createCodecPool } from "../lib/snapshot/codec-pool.js";
+import { INFLATE_STEP, inflateSection, THREAD_INFLATE_STEP } from "../lib/snapshot/codec.js";
 
 const ROUNDS = 20;
 const corpus = loadCorpus(3000);
@@ -57,10 +57,10 @@ await time("fflate deflateSync (main thread)", () => deflateSync(text, { level: 
 await time("fflate Deflate streaming, 64 KiB pieces", () => fflateStreaming(text, 64 * 1024));
 await time("fflate Deflate streaming, 16 KiB pieces", () => fflateStreaming(text, 16 * 1024));
 await time("fflate deflate() async (a Worker per call)", () => fflateAsync(text));
-const pool = createDeflatePool(2)!;
-await time("deflate pool (fflate deflateSync on a thread)", () => pool.deflate(text, 2));
+const pool = createCodecPool(2)!;
+await time("codec pool deflate (fflate deflateSync on a thread)", () => pool.deflate(text, 2));
 let blocked = 0;
-await time("deflate pool, 4 at once (per round)", async () => {
+await time("codec pool deflate, 4 at once (per round)", async () => {
   const t = performance.now();
   const calls = [0, 1, 2, 3].map(() => pool.deflate(text, 2));
   blocked = performance.now() - t;
@@ -70,8 +70,7 @@ console.log(`  main thread busy handing 4 sections to the pool: ${blocked.toFixe
 console.log("-- deflate, high-byte plane");
 await time("node:zlib Huffman only (before issue 14)", () => zlibDeflate(high, { strategy: constants.Z_HUFFMAN_ONLY }));
 await time("fflate deflateSync level 1", () => deflateSync(high, { level: 1 }));
-await time("deflate pool level 1", () => pool.deflate(high, 1));
-await pool.close();
+await time("codec pool deflate level 1", () => pool.deflate(high, 1));
 
 const stored = deflateSync(text, { level: 2 });
 console.log(`-- inflate, text (${stored.byteLength} bytes stored)`);
@@ -79,3 +78,6 @@ await time("node:zlib inflateRawSync (before issue 14)", () => inflateRawSync(st
 await time("fflate inflateSync, one shot", () => inflateSync(stored, { out: new Uint8Array(text.byteLength) }));
 for (const step of [8, 16, 32, 64]) await time(`fflate Inflate, ${step} KiB steps`, () => inflateInSteps(stored, text.byteLength, step * 1024));
 await time(`inflateSection (${INFLATE_STEP / 1024} KiB steps, counted, bomb-safe)`, () => inflateSection(stored, text.byteLength));
+await time(`codec pool inflate (${THREAD_INFLATE_STEP / 1024} KiB steps on a thread, hand-over included)`, () => pool.inflate(stored, text.byteLength, THREAD_INFLATE_STEP));
+await time("codec pool inflate, 4 at once (per round)", async () => (await Promise.all([0, 1, 2, 3].map(() => pool.inflate(stored, text.byteLength, THREAD_INFLATE_STEP))))[0]);
+await pool.close();

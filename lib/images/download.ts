@@ -3,7 +3,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, readdir, rename, rm, rmdir } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { ImageCorruptError, InvalidRequestError } from "../errors.js";
-import { InflateError, inflateSection } from "../snapshot/codec.js";
+import { InflateError, inflateSectionAsync } from "../snapshot/codec.js";
 import { mapAhead } from "../concurrency.js";
 import { fetchByHash } from "../snapshot/read-chunk.js";
 import { syncDir, writeFully } from "../storage/files.js";
@@ -134,7 +134,7 @@ async function fetchImageChunk(storage: Storage, manifest: ImageManifest, ref: I
     return stored;
   }
   try {
-    return inflateSection(stored, ref.size);
+    return await inflateSectionAsync(stored, ref.size, { handOver: true });
   } catch (err) {
     if (err instanceof InflateError) throw corrupt(err.message, err);
     throw err;

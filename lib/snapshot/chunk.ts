@@ -1,7 +1,7 @@
 import { joinBytePlanes, highBytePlane, writeLowPlane } from "./byte-planes.js";
-import { CODEC_BYTE_PLANES, CODEC_DEFLATE, CODEC_STORED, corruptFor, HEADER_V2, readLayout, writeHeaderV2, type ChunkExpectation, type Corrupt } from "./chunk-layout.js";
+import { CODEC_BYTE_PLANES, CODEC_DEFLATE, CODEC_STORED, corruptFor, HEADER_V2, readLayout, writeHeaderV2, type ChunkExpectation, type ChunkLayout, type Corrupt } from "./chunk-layout.js";
 import { checkText, decodeText, encodeText } from "./chunk-text.js";
-import { deflateSection, InflateError, inflateSection } from "./codec.js";
+import { deflateSection, InflateError, inflateSectionAsync } from "./codec.js";
 import type { RecordBatch } from "./records.js";
 
 /**
@@ -25,7 +25,7 @@ export interface EncodedChunk {
   decodedBytes: number;
 }
 
-/** Both sections compress at once (in Node on the deflate pool's threads: codec.ts). */
+/** Both sections compress at once (in Node on the codec pool's threads: codec.ts). */
 export async function encodeChunk(batch: RecordBatch, level: CompressionLevel = 6): Promise<EncodedChunk> {
   const n = batch.ids.length;
   let text = encodeText(batch);
@@ -56,16 +56,27 @@ export async function encodeChunk(batch: RecordBatch, level: CompressionLevel = 
 }
 
 /**
- * A section inflated to exactly `size` bytes (codec.ts: a bomb stops within one step);
- * wrong bytes are corruption, a resource limit (ResourceLimitError) passes through as is.
+ * A section inflated to exactly `size` bytes (codec.ts: a bomb stops within one step; in
+ * Node a large one on a pool thread); wrong bytes are corruption, a resource limit
+ * (ResourceLimitError) passes through as is.
  */
-function inflateExactly(stored: Uint8Array, size: number, what: string, corrupt: Corrupt): Uint8Array {
+async function inflateExactly(stored: Uint8Array, size: number, what: string, corrupt: Corrupt): Promise<Uint8Array> {
   try {
-    return inflateSection(stored, size);
+    return await inflateSectionAsync(stored, size);
   } catch (err) {
     if (err instanceof InflateError) return corrupt(`${what} ${err.message}`, err);
     throw err;
   }
+}
+
+/** The high-byte plane, inflated (both sections inflate at once: in Node, on two pool threads). */
+function inflateHighPlane(layout: ChunkLayout, corrupt: Corrupt): Promise<Uint8Array> | null {
+  const values = layout.n * layout.dim;
+  return layout.embeddingCodec === CODEC_STORED ? null : inflateExactly(layout.embeddings.subarray(values * 3), values, "embedding high-byte plane", corrupt);
+}
+
+function inflateText(layout: ChunkLayout, corrupt: Corrupt): Promise<Uint8Array> {
+  return layout.textCodec === CODEC_STORED ? Promise.resolve(layout.text) : inflateExactly(layout.text, layout.textBytes, "text section", corrupt);
 }
 
 /**
@@ -73,18 +84,14 @@ function inflateExactly(stored: Uint8Array, size: number, what: string, corrupt:
  * length is checked against the bytes and the manifest's claims, and inflation stops
  * at the claimed size, so a crafted chunk cannot make it allocate more.
  */
-export function decodeChunk(bytes: Uint8Array, expect: ChunkExpectation): RecordBatch {
+export async function decodeChunk(bytes: Uint8Array, expect: ChunkExpectation): Promise<RecordBatch> {
   const corrupt = corruptFor(expect);
   const layout = readLayout(bytes, expect, corrupt);
   const { n, dim } = layout;
+  const [high, text] = await Promise.all([inflateHighPlane(layout, corrupt), inflateText(layout, corrupt)]);
   const embeddings = new Float32Array(n * dim);
-  if (layout.embeddingCodec === CODEC_STORED) {
-    new Uint8Array(embeddings.buffer).set(layout.embeddings);
-  } else {
-    const high = inflateExactly(layout.embeddings.subarray(n * dim * 3), n * dim, "embedding high-byte plane", corrupt);
-    joinBytePlanes(layout.embeddings.subarray(0, n * dim * 3), high, new Uint32Array(embeddings.buffer));
-  }
-  const text = layout.textCodec === CODEC_STORED ? layout.text : inflateExactly(layout.text, layout.textBytes, "text section", corrupt);
+  if (high) joinBytePlanes(layout.embeddings.subarray(0, n * dim * 3), high, new Uint32Array(embeddings.buffer));
+  else new Uint8Array(embeddings.buffer).set(layout.embeddings);
   return { ...decodeText(text, n, corrupt), dim, embeddings };
 }
 
@@ -99,9 +106,7 @@ export function decodeChunk(bytes: Uint8Array, expect: ChunkExpectation): Record
 export async function checkChunk(bytes: Uint8Array, expect: ChunkExpectation): Promise<number> {
   const corrupt = corruptFor(expect);
   const layout = readLayout(bytes, expect, corrupt);
-  const { n, dim } = layout;
-  if (layout.embeddingCodec !== CODEC_STORED) inflateExactly(layout.embeddings.subarray(n * dim * 3), n * dim, "embedding high-byte plane", corrupt);
-  const text = layout.textCodec === CODEC_STORED ? layout.text : inflateExactly(layout.text, layout.textBytes, "text section", corrupt);
-  checkText(text, n, corrupt);
-  return n;
+  const [, text] = await Promise.all([inflateHighPlane(layout, corrupt), inflateText(layout, corrupt)]);
+  checkText(text, layout.n, corrupt);
+  return layout.n;
 }

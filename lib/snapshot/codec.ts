@@ -1,6 +1,9 @@
 import { deflateSync, Inflate } from "fflate";
 import { ResourceLimitError } from "../errors.js";
-import { createDeflatePool, type DeflatePool } from "#deflate-pool";
+import { createCodecPool, type CodecPool } from "#codec-pool";
+import { InflateError, inflateFailure, inflateInSteps, isResourceLimit } from "./inflate-steps.js";
+
+export { InflateError } from "./inflate-steps.js";
 
 /**
  * Raw deflate (RFC 1951) for a chunk's sections: fflate on every runtime, the same code
@@ -9,8 +12,9 @@ import { createDeflatePool, type DeflatePool } from "#deflate-pool";
  * "Memory limit exceeded"). Chunks written by node:zlib before (format 2) read the same:
  * both write standard raw deflate.
  *
- * Deflate runs on a pool of worker threads in Node (deflate-pool.ts), so a backup keeps
- * parsing Chroma's pages meanwhile; in a Worker on the calling thread, whole.
+ * In Node, sections of some size deflate and inflate on a pool of worker threads
+ * (codec-pool.ts), so a backup keeps parsing Chroma's pages meanwhile, and a verify or a
+ * restore keeps reading, hashing and writing; in a Worker on the calling thread.
  * `npx tsx bench/codec.ts`, 1.9 MB of the bench's text at level 2, fastest of 20 (a
  * shared machine, load 8-19): node:zlib 19 ms (before issue 14, in its thread pool),
  * fflate deflateSync 31 ms (3% smaller output), the pool 36 ms a call including the
@@ -32,12 +36,12 @@ export interface DeflateOptions {
 /** Below this, a section is deflated on the calling thread: the round trip to a pool thread would cost more. */
 const POOL_MIN_BYTES = 32 * 1024;
 
-let pool: DeflatePool | null | undefined;
+let pool: CodecPool | null | undefined;
 
 export function deflateSection(bytes: Uint8Array, options: DeflateOptions): Promise<Uint8Array> {
   const level = (options.huffmanOnly ? 1 : Math.min(Math.max(Math.round(options.level), 0), 9)) as 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9;
   if (bytes.byteLength >= POOL_MIN_BYTES) {
-    pool ??= createDeflatePool();
+    pool ??= createCodecPool();
     if (pool) return pool.deflate(bytes, level, options.handOver);
   }
   try {
@@ -48,61 +52,75 @@ export function deflateSection(bytes: Uint8Array, options: DeflateOptions): Prom
 }
 
 /**
- * Input fed to the inflater per step. Deflate expands at most ~1032:1, so a bomb's one
- * step writes at most ~17 MB (a Worker has 128 MB). fflate's streaming Inflate pays per
- * step (it reallocates its output window), so smaller steps cost more per byte: on the
- * 1.9 MB text (bench/codec.ts, fastest of 20) 8 KiB steps 18 ms, 16 KiB 13-17 ms, 64 KiB
- * 11-13 ms, fflate in one shot 9 ms, node:zlib (before issue 14) 3.5 ms.
+ * Input fed to the inflater per step on the calling thread. Deflate expands at most
+ * ~1032:1, so a bomb's one step writes at most ~17 MB (a Worker has 128 MB). fflate's
+ * streaming Inflate pays per step (it reallocates its output window), so smaller steps
+ * cost more per byte: on the 1.9 MB text (bench/codec.ts, fastest of 20) 8 KiB steps
+ * 18 ms, 16 KiB 13-17 ms, 64 KiB 11-13 ms, fflate in one shot 9 ms, node:zlib (before
+ * issue 14) 3.5 ms.
  */
 export const INFLATE_STEP = 16 * 1024;
 
-/** Why an inflate failed: the bytes are not what they claim (corruption, never a resource limit). */
-export class InflateError extends Error {
-  override name = "InflateError";
-}
+/**
+ * Input per step on a pool thread (Node only, not a 128 MB Worker): a bomb's one step
+ * writes at most 64 KiB x 1032 = ~66 MB there. ~10% less CPU than INFLATE_STEP: on 24
+ * sections of the bench's snapshot (16 MB inflated; CPU time, best of 7, a machine at
+ * load 10-15) 16 KiB steps 59-61 ms, 64 KiB 53-55 ms, 256 KiB 53 ms, node:zlib 24 ms.
+ */
+export const THREAD_INFLATE_STEP = 64 * 1024;
+
+/** Below this claimed size a section inflates on the calling thread even in Node: the round trip to a pool thread would cost more. */
+const POOL_MIN_INFLATED = 64 * 1024;
 
 let stepsTaken = 0;
 
-/** Input steps inflateSection has fed, in this thread since it started (tests: a bomb is refused within one step). */
-export const inflateStepsTaken = (): number => stepsTaken;
+/** Input steps fed to the inflater since this process started, on this thread and the pool's (tests: a bomb is refused within one step). */
+export const inflateStepsTaken = (): number => stepsTaken + (pool?.inflateSteps ?? 0);
 
 /** After each input step: where the input read so far ends, and the output it made (counted, including any excess). */
 export type InflateStepWatcher = (inputEnd: number, output: number) => void;
 
 /**
- * Inflates raw deflate to exactly `size` bytes, or throws InflateError (the data is
- * wrong: not deflate, truncated, longer or shorter than `size`) or ResourceLimitError
- * (memory ran out: not the data's fault). fflate's streaming Inflate, fed INFLATE_STEP
- * bytes of input a step, stops at the end of the step whose output passes `size`: a
- * stream crafted to expand to gigabytes costs at most `size` plus one step.
+ * Inflates raw deflate to exactly `size` bytes on the calling thread, or throws
+ * InflateError (the data is wrong: not deflate, truncated, longer or shorter than `size`)
+ * or ResourceLimitError (memory ran out: not the data's fault). fflate's streaming
+ * Inflate, fed INFLATE_STEP bytes of input a step (inflate-steps.ts), stops at the end of
+ * the step whose output passes `size`: a stream crafted to expand to gigabytes costs at
+ * most `size` plus one step.
  */
 export function inflateSection(stored: Uint8Array, size: number, onStep?: InflateStepWatcher): Uint8Array {
-  const out = new Uint8Array(size);
-  let output = 0;
-  const inflater = new Inflate((piece) => {
-    if (output + piece.byteLength <= size) out.set(piece, output);
-    output += piece.byteLength;
-  });
+  let out: Uint8Array | string;
   try {
-    for (let at = 0; at < stored.byteLength || at === 0; at += INFLATE_STEP) {
-      const end = Math.min(at + INFLATE_STEP, stored.byteLength);
+    out = inflateInSteps(Inflate, stored, size, INFLATE_STEP, (inputEnd, output) => {
       stepsTaken++;
-      inflater.push(stored.subarray(at, end), end === stored.byteLength);
-      onStep?.(end, output);
-      if (output > size) throw new InflateError(`inflates to more than the ${size} bytes claimed`);
-    }
+      onStep?.(inputEnd, output);
+    });
   } catch (err) {
-    if (err instanceof InflateError) throw err;
-    // fflate's own errors are plain Errors with a numeric code (0 unexpected EOF, 1-3 bad block, ...).
-    if (typeof (err as { code?: unknown }).code === "number") throw new InflateError(`does not inflate: ${(err as Error).message}`, { cause: err });
-    if (isResourceLimit(err)) throw new ResourceLimitError(`inflate ran out of a resource (not a fault in the data): ${(err as Error).message}`, { cause: err });
-    throw err;
+    throw inflateFailure(err);
   }
-  if (output !== size) throw new InflateError(`inflates to fewer than the ${size} bytes claimed`);
+  if (typeof out === "string") throw new InflateError(out);
   return out;
 }
 
-/** A failed allocation (RangeError in V8) or a runtime's limit ("Memory limit exceeded" in workerd). */
-function isResourceLimit(err: unknown): boolean {
-  return err instanceof RangeError || (err instanceof Error && /memory|limit exceeded|cpu time/i.test(err.message));
+/** What an inflating caller may give up. */
+export interface InflateOptions {
+  /** The caller gives `stored` up: in Node its buffer may move to the pool thread (detached) instead of being copied. */
+  handOver?: boolean;
+}
+
+/**
+ * inflateSection's result and errors, exactly, without holding the calling thread: in
+ * Node a section claiming POOL_MIN_INFLATED bytes or more inflates on the codec pool
+ * (THREAD_INFLATE_STEP steps); smaller ones, and every section in a Worker, inline.
+ */
+export function inflateSectionAsync(stored: Uint8Array, size: number, options: InflateOptions = {}): Promise<Uint8Array> {
+  if (size >= POOL_MIN_INFLATED) {
+    pool ??= createCodecPool();
+    if (pool) return pool.inflate(stored, size, THREAD_INFLATE_STEP, options.handOver);
+  }
+  try {
+    return Promise.resolve(inflateSection(stored, size));
+  } catch (err) {
+    return Promise.reject(err as Error);
+  }
 }

@@ -12,8 +12,12 @@ export interface VerifyReport {
   errors: { chunk: string; collection: string; message: string }[];
 }
 
-/** Chunks read and checked at once: their reads overlap (inflation runs on the main thread, codec.ts). */
-const VERIFY_CONCURRENCY = 4;
+/**
+ * Chunks read and checked at once: in Node the main thread reads and hashes the next
+ * chunks while the codec pool's threads inflate the sections of those before (codec.ts),
+ * so enough are in flight to keep both busy; in a Worker their reads overlap.
+ */
+const VERIFY_CONCURRENCY = 6;
 
 /**
  * Reads every chunk of a snapshot, checks its size and sha256, inflates every section

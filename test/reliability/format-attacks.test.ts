@@ -273,7 +273,7 @@ describe("a deflate bomb inside a chunk with a valid name and header", () => {
 
     // Straight through decodeChunk, the function that must stop.
     const direct = await measure(async () => {
-      expect(() => decodeChunk(chunk, { hash, records: 1, decodedBytes: 24 + claimed, collection: "bombed" })).toThrow(/inflates to more than/);
+      await expect(decodeChunk(chunk, { hash, records: 1, decodedBytes: 24 + claimed, collection: "bombed" })).rejects.toThrow(/inflates to more than/);
     });
     let verify!: Awaited<ReturnType<typeof verifyErrors>>;
     const viaVerify = await measure(async () => {
@@ -312,7 +312,7 @@ describe("a deflate bomb inside a chunk with a valid name and header", () => {
     const chunk = bombChunk(stream, 1, 64 * MiB + 1);
     const hash = await sha256Hex(chunk);
     const cost = await measure(async () => {
-      expect(() => decodeChunk(chunk, { hash, records: 1, decodedBytes: 24 + 13, collection: "x" })).toThrow(/decodes to \d+ bytes, the manifest says 37/);
+      await expect(decodeChunk(chunk, { hash, records: 1, decodedBytes: 24 + 13, collection: "x" })).rejects.toThrow(/decodes to \d+ bytes, the manifest says 37/);
     });
     expect(cost.ms).toBeLessThan(100);
     expect(cost.rssGrowth).toBeLessThan(16 * MiB);
@@ -325,19 +325,19 @@ describe("a deflate bomb inside a chunk with a valid name and header", () => {
     expect(view.getUint32(20, true)).toBe(1); // text deflated (chunk v2 header: docs/FORMAT.md)
     const textBytes = view.getUint32(28, true);
     const hash = await sha256Hex(good.bytes);
-    expect(decodeChunk(good.bytes, { hash, records: 2, decodedBytes: good.decodedBytes, collection: "x" }).ids).toEqual(["a", "b"]);
+    expect((await decodeChunk(good.bytes, { hash, records: 2, decodedBytes: good.decodedBytes, collection: "x" })).ids).toEqual(["a", "b"]);
     for (const [claim, why] of [
       [textBytes - 1, /inflates to more than/],
       [textBytes + 1, /inflates to fewer than/],
     ] as const) {
       const lying = good.bytes.slice();
       new DataView(lying.buffer).setUint32(28, claim, true);
-      expect(() => decodeChunk(lying, { hash, records: 2, decodedBytes: 32 + claim, collection: "x" }), String(claim)).toThrow(why);
+      await expect(decodeChunk(lying, { hash, records: 2, decodedBytes: 32 + claim, collection: "x" }), String(claim)).rejects.toThrow(why);
     }
     // A truncated stream is an error too, not a short read.
     const truncated = good.bytes.slice(0, good.bytes.byteLength - 3);
     new DataView(truncated.buffer).setUint32(24, view.getUint32(24, true) - 3, true);
-    expect(() => decodeChunk(truncated, { hash, records: 2, decodedBytes: good.decodedBytes, collection: "x" })).toThrow(SnapshotCorruptError);
+    await expect(decodeChunk(truncated, { hash, records: 2, decodedBytes: good.decodedBytes, collection: "x" })).rejects.toThrow(SnapshotCorruptError);
   });
 });
 

@@ -26,7 +26,7 @@ async function roundTrip(words: Uint32Array, n: number, dim: number, shift: numb
   const moved = new Uint8Array(encoded.bytes.byteLength + shift).subarray(shift);
   moved.set(encoded.bytes);
   const expectation = { hash: "x", records: n, decodedBytes: encoded.decodedBytes, collection: "c" };
-  const decoded = decodeChunk(moved, expectation);
+  const decoded = await decodeChunk(moved, expectation);
   expect([...new Uint32Array(decoded.embeddings.buffer, decoded.embeddings.byteOffset, n * dim)]).toEqual([...words]);
   expect(decoded.ids).toEqual(batchOf(words, n, dim).ids);
   expect(await checkChunk(moved, expectation)).toBe(n);
@@ -69,7 +69,7 @@ it("the text section is the format's lines, byte for byte, whatever the document
       const section = view.getUint32(20, true) === 1 ? inflateRawSync(stored) : stored;
       const expected = [JSON.stringify(ids), JSON.stringify(documents), JSON.stringify(uris), ...metadatas].join("\n");
       expect(Buffer.from(section).equals(Buffer.from(expected, "utf8"))).toBe(true);
-      const decoded = decodeChunk(chunk, { hash: "x", records: ids.length, decodedBytes: (await encodeChunk(batch)).decodedBytes, collection: "c" });
+      const decoded = await decodeChunk(chunk, { hash: "x", records: ids.length, decodedBytes: (await encodeChunk(batch)).decodedBytes, collection: "c" });
       expect(decoded.documents.values()).toEqual(documents);
       expect(decoded.uris).toEqual(uris);
     }),
@@ -110,6 +110,6 @@ it("a bomb in either section (the text, the embeddings' high-byte plane) is refu
   }
   // The same chunks with honest sections decode: the refusals above are the bombs' doing.
   const honest = chunkWith(n, dim, Buffer.concat([low, deflateSync(new Uint8Array(n * dim), { level: 1 })]), 1, deflateSync(text, { level: 2 }), 1, text.byteLength);
-  expect(decodeChunk(honest.bytes, honest.expect).ids).toEqual(["a", "b"]);
+  expect((await decodeChunk(honest.bytes, honest.expect)).ids).toEqual(["a", "b"]);
   expect(await checkChunk(honest.bytes, honest.expect)).toBe(n);
 });

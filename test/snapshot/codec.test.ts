@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { expect, it } from "vitest";
 import { toApiError } from "../../handlers/errors.js";
 import { ResourceLimitError } from "../../lib/errors.js";
-import { deflateSection, INFLATE_STEP, InflateError, inflateSection, inflateStepsTaken } from "../../lib/snapshot/codec.js";
+import { deflateSection, INFLATE_STEP, InflateError, inflateSection, inflateSectionAsync, inflateStepsTaken, THREAD_INFLATE_STEP } from "../../lib/snapshot/codec.js";
 
 // The section codec (lib/snapshot/codec.ts): fflate on every runtime. What it writes is
 // standard raw deflate (node:zlib, the deflater before issue 14, is the oracle); what
@@ -114,6 +114,42 @@ it("a deflate bomb is refused in the first input step, whichever deflater made i
     const before = inflateStepsTaken();
     expect(inflateSection(bomb, zeros.byteLength).byteLength).toBe(zeros.byteLength);
     expect(inflateStepsTaken() - before).toBe(Math.ceil(bomb.byteLength / INFLATE_STEP));
+  }
+});
+
+/** What an inflate answers, as comparable data: the bytes (base64) or the error's class and words. */
+async function outcome(f: () => Promise<Uint8Array> | Uint8Array): Promise<string> {
+  try {
+    return Buffer.from(await f()).toString("base64");
+  } catch (err) {
+    return `${(err as Error).constructor.name}: ${(err as Error).message}`;
+  }
+}
+
+it("inflateSectionAsync (in Node on the pool from 64 KiB claimed, inline below) answers what inflateSection does: the same bytes, or the same error in the same words", async () => {
+  const big = fc.tuple(fc.uint8Array({ minLength: 1, maxLength: 500 }), fc.integer({ min: 100, max: 600 })).map(([bytes, times]) => {
+    const out = new Uint8Array(bytes.byteLength * times);
+    for (let i = 0; i < times; i++) out.set(bytes, i * bytes.byteLength);
+    return out;
+  });
+  await fc.assert(
+    fc.asyncProperty(fc.oneof(section, big), fc.constantFrom(...writers), fc.integer({ min: -3, max: 3 }), fc.constantFrom(1, 0.5, 0.99), async (bytes, [, deflate], off, cut) => {
+      const stored = deflate(bytes);
+      const given = stored.subarray(0, Math.floor(stored.byteLength * cut));
+      const size = Math.max(0, bytes.byteLength + off);
+      expect(await outcome(() => inflateSectionAsync(given, size))).toBe(await outcome(() => inflateSection(given, size)));
+    }),
+    { numRuns: 120 },
+  );
+});
+
+it("a bomb through inflateSectionAsync is refused within one step too, on the pool (a large claim) or inline (a small one)", async () => {
+  const bomb = deflateRawSync(new Uint8Array(72 * 1024 * 1024), { level: 9 }); // ~72 KB: more than one step of either size
+  expect(bomb.byteLength).toBeGreaterThan(THREAD_INFLATE_STEP);
+  for (const claim of [1000, 1_000_000]) {
+    const before = inflateStepsTaken();
+    await expect(inflateSectionAsync(bomb, claim)).rejects.toThrow(new InflateError(`inflates to more than the ${claim} bytes claimed`));
+    expect(inflateStepsTaken() - before, String(claim)).toBe(1);
   }
 });
 

@@ -39,7 +39,7 @@ it("the fixture is what it claims: a CBC2 chunk whose sections node:zlib wrote (
 });
 
 it("decodes to exactly the records it was written from, embeddings bit for bit, and passes checkChunk", async () => {
-  const batch = decodeChunk(chunk, expectation);
+  const batch = await decodeChunk(chunk, expectation);
   expect(batch.ids).toEqual(expected.ids);
   expect(batch.documents.values()).toEqual(expected.documents);
   expect(batch.uris).toEqual(expected.uris);

@@ -41,7 +41,7 @@ describe("metadata value types", () => {
     for (const batch of [parseGetResponse(response), parseGetResponseBytes(new TextEncoder().encode(response))]) {
       expect(batch.metadatas).toEqual([metadata, "null", '{"f":2.0,"list":[2.0,3]}']);
       const encoded = await encodeChunk(batch);
-      const decoded = decodeChunk(encoded.bytes, { hash: sha256Hex(encoded.bytes), records: 3, decodedBytes: encoded.decodedBytes, collection: "c", dimension: 1 });
+      const decoded = await decodeChunk(encoded.bytes, { hash: sha256Hex(encoded.bytes), records: 3, decodedBytes: encoded.decodedBytes, collection: "c", dimension: 1 });
       expect(decoded.metadatas).toEqual(batch.metadatas);
       const body = new TextDecoder().decode(writeBody(decoded));
       expect(body).toContain(`"metadatas":[${metadata},null,{"f":2.0,"list":[2.0,3]}]`);

@@ -5,8 +5,8 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { expect, it } from "vitest";
 
-/** What must never reach the Worker: node:zlib (nodejs_compat's is not Node's, issue 14), Node-only drivers, the embedded Chroma, the Node server, the deflate pool (package.json "imports": workerd gets deflate-pool.none.ts). */
-const FORBIDDEN_SOURCES = [/lib\/snapshot\/deflate-pool\.ts$/, /lib\/storage\/fs\.ts$/, /lib\/storage\/replit\.ts$/, /lib\/storage\/node\.ts$/, /lib\/chroma\/embedded\.ts$/, /handlers\/server\.ts$/, /node_modules\/@replit\//, /node_modules\/@google-cloud\//, /node_modules\/chromadb/, /node_modules\/@hono\/node-server/];
+/** What must never reach the Worker: node:zlib (nodejs_compat's is not Node's, issue 14), Node-only drivers, the embedded Chroma, the Node server, the codec pool (package.json "imports": workerd gets codec-pool.none.ts). */
+const FORBIDDEN_SOURCES = [/lib\/snapshot\/codec-pool\.ts$/, /lib\/storage\/fs\.ts$/, /lib\/storage\/replit\.ts$/, /lib\/storage\/node\.ts$/, /lib\/chroma\/embedded\.ts$/, /handlers\/server\.ts$/, /node_modules\/@replit\//, /node_modules\/@google-cloud\//, /node_modules\/chromadb/, /node_modules\/@hono\/node-server/];
 const FORBIDDEN_IMPORTS = /(?:from\s*|import\s*\(\s*|require\s*\(\s*)["'](?:node:)?(?:fs|fs\/promises|child_process|net|os|path|http|https|zlib)["']/;
 
 it("the Worker bundle builds with wrangler and holds no Node-only module", async () => {
