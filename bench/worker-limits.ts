@@ -9,7 +9,9 @@
  * process: the CPU it used during each request (/proc/PID/stat utime+stime, which also
  * holds the runtime's own I/O work, so it overstates the Worker's share) and its peak RSS
  * above its idle RSS (VmHWM after clear_refs; this also holds the runtime's buffers, so
- * it overstates the isolate's heap). Prints one line per figure and a JSON line.
+ * it overstates the isolate's heap). Prints one line per figure and a JSON line, and
+ * every 10 s of a request workerd's CPU and RSS so far (stderr). `--log-level info`
+ * shows wrangler's request log.
  */
 import { spawn } from "node:child_process";
 import { request } from "node:http";
