@@ -28,7 +28,7 @@ export class SubrequestBudget {
     if (this.used > this.limit || (!this.tripped && this.used > this.limit - RESERVE)) {
       this.tripped = true;
       throw new ResourceLimitError(
-        `this request reached the Worker's subrequest limit (${this.limit} per request, SUBREQUEST_LIMIT; at ${what}): nothing was committed. ` +
+        `this request reached the Worker's subrequest limit (${this.limit} per request, SUBREQUEST_LIMIT; at ${what}) and stopped: a backup commits nothing, a prune goes on when run again. ` +
           "Back up fewer or smaller collections per request (\"collections\": [...]), raise `limits.subrequests` in wrangler.toml and SUBREQUEST_LIMIT with it " +
           "(Cloudflare: 50 per request on the free plan, 10,000 by default on the paid one), or back up from Node (STORAGE=s3 at R2's S3 endpoint), which has no such limit",
         { limit: "subrequests", subrequests: this.limit },
