@@ -9,9 +9,12 @@
  * process: the CPU it used during each request (/proc/PID/stat utime+stime, which also
  * holds the runtime's own I/O work, so it overstates the Worker's share) and its peak RSS
  * above its idle RSS (VmHWM after clear_refs; this also holds the runtime's buffers, so
- * it overstates the isolate's heap). Prints one line per figure and a JSON line.
+ * it overstates the isolate's heap). Prints one line per figure and a JSON line, and
+ * every 10 s of a request workerd's CPU and RSS so far (stderr). `--log-level info`
+ * shows wrangler's request log.
  */
 import { spawn } from "node:child_process";
+import { request } from "node:http";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -45,19 +48,39 @@ interface Measured {
   answer: Record<string, unknown>;
 }
 
+/**
+ * A POST through node:http, which waits as long as the Worker takes: fetch (undici) gives
+ * up after 300 s without response headers, which once read as a Worker that never answers.
+ */
+function post(url: string, token: string, body: unknown): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" } }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (part: string) => (text += part));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
 /** One request to the Worker, with the workerd process's CPU and peak RSS over it. */
 async function measure(workerd: number, url: string, token: string, path: string, body: unknown): Promise<Measured> {
   const idleKb = await statusKb(workerd, "VmRSS");
   await writeFile(`/proc/${workerd}/clear_refs`, "5");
   const cpuBefore = await cpuSeconds(workerd);
   const started = performance.now();
-  const res = await fetch(`${url}${path}`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(30 * 60_000),
-  });
-  const answer = (await res.json()) as Record<string, unknown>;
+  const sampler = setInterval(() => {
+    void Promise.all([cpuSeconds(workerd), statusKb(workerd, "VmRSS")]).then(
+      ([cpu, rss]) => console.error(`  ${path} +${((performance.now() - started) / 1000).toFixed(0)} s: workerd CPU ${(cpu - cpuBefore).toFixed(1)} s, RSS ${(rss / 1024).toFixed(0)} MB`),
+      () => undefined,
+    );
+  }, 10_000);
+  const res = await post(`${url}${path}`, token, body);
+  const answer = JSON.parse(res.text) as Record<string, unknown>;
+  clearInterval(sampler);
   const wallSeconds = (performance.now() - started) / 1000;
   const cpu = (await cpuSeconds(workerd)) - cpuBefore;
   const peakKb = await statusKb(workerd, "VmHWM");
@@ -68,7 +91,7 @@ async function startWorker(chromaUrl: string, token: string, persistTo: string):
   const port = await freePort();
   const child = spawn(
     "npx",
-    ["wrangler", "dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", persistTo, "--var", `CHROMA_URL:${chromaUrl}`, "--var", `BACKUP_API_TOKEN:${token}`, "--var", "STORAGE_PREFIX:bench/", "--log-level", "warn"],
+    ["wrangler", "dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", persistTo, "--var", `CHROMA_URL:${chromaUrl}`, "--var", `BACKUP_API_TOKEN:${token}`, "--var", "STORAGE_PREFIX:bench/", "--log-level", arg("log-level", "warn")],
     { stdio: ["ignore", "inherit", "inherit"], detached: true, env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
   );
   const stop = () => {

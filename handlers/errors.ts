@@ -45,7 +45,11 @@ export function toApiError(err: unknown): ApiError {
   if (err instanceof ImageCorruptError) return { status: 422, code: "image_corrupt", message: err.message, details: { image: err.image, chunk: err.chunk } };
   if (err instanceof RestoreIncompatibleError) return { status: 422, code: "restore_incompatible", message: err.message, details: err.incompatibility };
   // Memory or CPU ran out mid-decode: the data is fine, so never 422 snapshot_corrupt.
-  if (err instanceof ResourceLimitError) return { status: 503, code: "resource_limit", message: `${err.message}. The snapshot is not known to be damaged; retry with more memory or CPU time`, details: err.details };
+  if (err instanceof ResourceLimitError) {
+    // A limit the error names (a Worker's subrequests) carries its own advice.
+    const named = typeof (err.details as { limit?: unknown } | undefined)?.limit === "string";
+    return { status: 503, code: "resource_limit", message: named ? err.message : `${err.message}. The snapshot is not known to be damaged; retry with more memory or CPU time`, details: err.details };
+  }
   if (err instanceof ChromaUnavailableError) return { status: 503, code: "chroma_unavailable", message: err.message, details: err.details };
   // The store did not let the lease be renewed: a storage fault, never an internal error.
   if (err instanceof LeaseLostError) return { status: 503, code: "storage_unavailable", message: err.message, details: err.details };

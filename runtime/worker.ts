@@ -12,6 +12,7 @@ import { errorBody } from "../handlers/errors.js";
 import { VERSION } from "../handlers/version.js";
 import { compose, type Composed } from "./compose.js";
 import { retryingStorage } from "../lib/storage/retry.js";
+import { countedBucket, countedFetch, subrequestLimit, withSubrequestBudget } from "./worker-subrequests.js";
 
 export interface WorkerEnv {
   BACKUP_BUCKET: R2BucketLike;
@@ -19,6 +20,8 @@ export interface WorkerEnv {
   /** A secret (wrangler secret put SNAPSHOT_SIGNING_KEY): signs and checks snapshot manifests. */
   SNAPSHOT_SIGNING_KEY?: string;
   CHROMA_URL?: string;
+  /** Subrequests allowed per request (Cloudflare: 50 free, 10,000 paid by default, `limits.subrequests`); default 10,000. */
+  SUBREQUEST_LIMIT?: string;
   [name: string]: unknown;
 }
 
@@ -26,6 +29,7 @@ interface Built {
   config: Config;
   service: BackupService;
   app: Composed["app"];
+  subrequestLimit: number;
 }
 
 /**
@@ -47,12 +51,14 @@ function buildFresh(env: WorkerEnv): Built {
   const vars = Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => typeof e[1] === "string"));
   const config = loadConfig({ ...vars, STORAGE: "r2" });
   if (!config.chroma.url) throw new Error("set CHROMA_URL (a Chroma reachable over HTTP) in wrangler.toml [vars] or as a secret");
-  const storage = withPrefix(retryingStorage(r2Storage(env.BACKUP_BUCKET), { timeoutMs: config.storage.timeoutMs, log: jsonLogger }), config.storage.prefix);
+  const limit = subrequestLimit(env.SUBREQUEST_LIMIT);
+  // Every R2 call and fetch to Chroma counts against the request's subrequest budget (worker-subrequests.ts).
+  const storage = withPrefix(retryingStorage(r2Storage(countedBucket(env.BACKUP_BUCKET)), { timeoutMs: config.storage.timeoutMs, log: jsonLogger }), config.storage.prefix);
   // No token, no service: a Worker cannot generate and show one the way `npm start` does.
   const token = config.token ?? "";
   // No startup restore here (startupRestore stays "none"): /ready is Chroma's heartbeat.
-  const { service, app } = compose(config, { storage, chromaUrl: config.chroma.url, token, log: jsonLogger, holder: `worker-${crypto.randomUUID().slice(0, 8)}` });
-  return { config, service, app };
+  const { service, app } = compose(config, { storage, chromaUrl: config.chroma.url, chromaFetch: countedFetch, token, log: jsonLogger, holder: `worker-${crypto.randomUUID().slice(0, 8)}` });
+  return { config, service, app, subrequestLimit: limit };
 }
 
 export default {
@@ -68,7 +74,7 @@ export default {
     if (!worker.config.token) {
       return Response.json(errorBody({ status: 500, code: "misconfigured", message: "set the BACKUP_API_TOKEN secret (wrangler secret put BACKUP_API_TOKEN)" }), { status: 500 });
     }
-    return worker.app.fetch(request);
+    return withSubrequestBudget(worker.subrequestLimit, () => worker.app.fetch(request));
   },
 
   /** The cron trigger: prune with the configured retention rules, and log the result. */
@@ -80,30 +86,33 @@ export default {
       jsonLogger("error", "scheduled backup and prune failed", { operation: "scheduled", outcome: "error", ...errorFields(err) });
       throw err;
     }
-    const { service, config } = built;
-    // The automatic backup (BACKUP_INTERVAL=off leaves the cron to prune only). Nothing is
-    // held between invocations, so the backup's own unchanged check decides: unchanged data
-    // commits nothing. A failed backup is logged and does not keep the prune from running.
-    let backupFailed: unknown = null;
-    if (config.backupIntervalSeconds !== null) {
-      try {
-        const outcome = await service.backup({ automatic: true });
-        if (outcome.skipped) jsonLogger("info", "scheduled backup skipped", { operation: "backup", outcome: "skipped", reason: outcome.reason, latest: outcome.latest.id });
-        else jsonLogger("info", "scheduled backup", { operation: "backup", outcome: "ok", snapshot: outcome.snapshot.id, records: outcome.snapshot.records, newBytes: outcome.snapshot.newBytes, warnings: outcome.manifest.warnings });
-      } catch (err) {
-        backupFailed = err;
-        jsonLogger("error", "scheduled backup failed", { operation: "backup", outcome: "error", ...errorFields(err) });
-      }
-    }
-    try {
-      const result = await service.prune();
-      jsonLogger("info", "scheduled prune", { operation: "prune", outcome: "ok", deleted: result.deleted, chunksDeleted: result.chunksDeleted, bytesFreed: result.bytesFreed, remaining: result.remaining, warnings: result.warnings });
-    } catch (err) {
-      jsonLogger("error", "scheduled prune failed", { operation: "prune", outcome: "error", ...errorFields(err) });
-      throw err;
-    }
-    // Rethrown so the failed run shows in the cron's status.
-    if (backupFailed) throw backupFailed;
+    await withSubrequestBudget(built.subrequestLimit, () => runScheduled(built));
   },
-
 };
+
+/** The cron's work: the automatic backup (when configured), then the prune. */
+async function runScheduled({ service, config }: Built): Promise<void> {
+  // The automatic backup (BACKUP_INTERVAL=off leaves the cron to prune only). Nothing is
+  // held between invocations, so the backup's own unchanged check decides: unchanged data
+  // commits nothing. A failed backup is logged and does not keep the prune from running.
+  let backupFailed: unknown = null;
+  if (config.backupIntervalSeconds !== null) {
+    try {
+      const outcome = await service.backup({ automatic: true });
+      if (outcome.skipped) jsonLogger("info", "scheduled backup skipped", { operation: "backup", outcome: "skipped", reason: outcome.reason, latest: outcome.latest.id });
+      else jsonLogger("info", "scheduled backup", { operation: "backup", outcome: "ok", snapshot: outcome.snapshot.id, records: outcome.snapshot.records, newBytes: outcome.snapshot.newBytes, warnings: outcome.manifest.warnings });
+    } catch (err) {
+      backupFailed = err;
+      jsonLogger("error", "scheduled backup failed", { operation: "backup", outcome: "error", ...errorFields(err) });
+    }
+  }
+  try {
+    const result = await service.prune();
+    jsonLogger("info", "scheduled prune", { operation: "prune", outcome: "ok", deleted: result.deleted, chunksDeleted: result.chunksDeleted, bytesFreed: result.bytesFreed, remaining: result.remaining, warnings: result.warnings });
+  } catch (err) {
+    jsonLogger("error", "scheduled prune failed", { operation: "prune", outcome: "error", ...errorFields(err) });
+    throw err;
+  }
+  // Rethrown so the failed run shows in the cron's status.
+  if (backupFailed) throw backupFailed;
+}

@@ -1,4 +1,4 @@
-import { ChromaRequestError, ChromaUnavailableError } from "../errors.js";
+import { ChromaRequestError, ChromaUnavailableError, ResourceLimitError } from "../errors.js";
 import { canonicalJson, parseRawJson, RawNumber, type RawJson } from "../json/raw-json.js";
 import type { RecordBatch } from "../snapshot/records.js";
 import { formatWait } from "../storage/retry.js";
@@ -103,6 +103,8 @@ export class ChromaRest {
       });
     } catch (err) {
       timedOut(err);
+      // The runtime's own limit (a Worker's subrequests): Chroma was never asked.
+      if (err instanceof ResourceLimitError) throw err;
       throw new ChromaUnavailableError(`Chroma at ${this.url} is unreachable: ${(err as Error).message}`, { url: this.url }, { cause: err });
     }
     const dropped = (err: unknown): never => {

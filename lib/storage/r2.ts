@@ -1,3 +1,4 @@
+import { ResourceLimitError } from "../errors.js";
 import { notFound, StorageError, type StorageErrorKind, type StorageOperation } from "./errors.js";
 import { assertValidKey, assertValidPrefix } from "./keys.js";
 import { isTransient } from "./retry.js";
@@ -69,8 +70,16 @@ function r2Code(err: unknown): number | undefined {
 export function r2Storage(bucket: R2BucketLike): Storage {
   const driver = "r2";
 
-  function toStorageError(operation: StorageOperation, key: string, err: unknown): StorageError {
-    if (err instanceof StorageError) return err;
+  function toStorageError(operation: StorageOperation, key: string, err: unknown): StorageError | ResourceLimitError {
+    if (err instanceof StorageError || err instanceof ResourceLimitError) return err;
+    // Cloudflare's own subrequest limit: no fault of the store, and retrying cannot help.
+    if (/too many subrequests/i.test(String((err as { message?: unknown } | null)?.message ?? ""))) {
+      return new ResourceLimitError(
+        `r2: ${operation} "${key}" failed: the Worker reached Cloudflare's subrequest limit per request. Back up fewer collections per request, raise limits.subrequests (and SUBREQUEST_LIMIT), or back up from Node`,
+        { limit: "subrequests" },
+        { cause: err },
+      );
+    }
     const code = r2Code(err);
     const retryable =
       (code !== undefined && R2_TRANSIENT.has(code)) ||

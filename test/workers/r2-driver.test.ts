@@ -1,5 +1,6 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { ResourceLimitError } from "../../lib/errors.js";
 import { StorageError } from "../../lib/storage/errors.js";
 import { r2Storage, type R2BucketLike } from "../../lib/storage/r2.js";
 import { retryingStorage } from "../../lib/storage/retry.js";
@@ -46,6 +47,23 @@ describe("r2 driver error handling (bucket double)", () => {
     ), fast);
     expect(await storage.head("r2x/retry")).toEqual({ size: 3, lastModified: new Date(0) });
     expect(tries).toBe(4);
+  });
+
+  it("Cloudflare's \"Too many subrequests\" is a ResourceLimitError naming the limit, not retried (no fault of the store)", async () => {
+    let tries = 0;
+    const storage = retryingStorage(r2Storage(
+      failingBucket({
+        put: async () => {
+          tries++;
+          throw new Error("Too many subrequests.");
+        },
+      }),
+    ), fast);
+    const err = await storage.put("r2x/limit", text("x")).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ResourceLimitError);
+    expect((err as ResourceLimitError).message).toMatch(/subrequest limit.*limits\.subrequests/);
+    expect((err as ResourceLimitError).details).toEqual({ limit: "subrequests" });
+    expect(tries).toBe(1);
   });
 
   it("under the retry layer, gives up after the tries with kind unavailable, and does not retry a non-transient error", async () => {
