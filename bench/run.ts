@@ -627,6 +627,7 @@ interface Check {
   pass: boolean;
 }
 
+/** The bars of issue 14's Targets table, and the bench's own for the incremental backup and the idle interval. */
 function targets(r: Result): Check[] {
   const checks: Check[] = [];
   const ratio = (name: string, a: number, b: number, max: number, show: (n: number) => string) => {
@@ -635,7 +636,7 @@ function targets(r: Result): Check[] {
   };
   ratio("backupMs / rawReadMs", r.backupMs, r.rawReadMs, 1.15, fmtMs);
   ratio("restoreMs / rawWriteMs", r.restoreMs, r.rawWriteMs, 1.1, fmtMs);
-  ratio("snapshotBytes / float32PlusGzTextBytes", r.snapshotBytes, r.float32PlusGzTextBytes, 1.0, fmtBytes);
+  ratio("snapshotBytes / float32PlusGzTextBytes", r.snapshotBytes, r.float32PlusGzTextBytes, 0.9, fmtBytes);
   ratio("snapshotBytes / naiveJsonGzBytes", r.snapshotBytes, r.naiveJsonGzBytes, 0.9, fmtBytes);
   ratio("incrementalNewBytes / snapshotBytes", r.incrementalNewBytes, r.snapshotBytes, 0.03, fmtBytes);
   checks.push({ name: "noChangeNewBytes", value: fmtBytes(r.noChangeNewBytes), ratio: r.noChangeNewBytes, target: "<= 64 KiB", pass: r.noChangeNewBytes <= 64 * 1024 });
@@ -644,10 +645,11 @@ function targets(r: Result): Check[] {
   if (r.scaleRecords !== null) at.push({ records: r.scaleRecords, backup: r.scaleBackupPeakRssMb!, restore: r.scaleRestorePeakRssMb!, label: "scale" });
   const near = at.reduce((a, b) => (Math.abs(b.records - 100_000) < Math.abs(a.records - 100_000) ? b : a));
   for (const [what, mb] of [["backup", near.backup], ["restore", near.restore]] as const) {
-    checks.push({ name: `${what} peak RSS at ${fmtInt(near.records)} records`, value: `${mb} MB`, ratio: mb, target: "<= 200 MB", pass: mb <= 200 });
+    checks.push({ name: `${what} peak RSS at ${fmtInt(near.records)} records`, value: `${mb} MB`, ratio: mb, target: "<= 170 MB", pass: mb <= 170 });
   }
   if (r.scaleRecords !== null) {
-    ratio(`backup peak RSS ${fmtInt(r.scaleRecords)} / ${fmtInt(r.records)} records`, r.scaleBackupPeakRssMb!, r.backupPeakRssMb, 1.25, (n) => `${n} MB`);
+    // Issue 14's bar, set for 10x the records (bench/backup-rss-scale.ts measures that through the CLI), applied to the scale run's 5x as well.
+    ratio(`backup peak RSS ${fmtInt(r.scaleRecords)} / ${fmtInt(r.records)} records`, r.scaleBackupPeakRssMb!, r.backupPeakRssMb, 1.15, (n) => `${n} MB`);
     ratio(`restore peak RSS ${fmtInt(r.scaleRecords)} / ${fmtInt(r.records)} records`, r.scaleRestorePeakRssMb!, r.restorePeakRssMb, 1.25, (n) => `${n} MB`);
   }
   ratio("verifyMs / rawHashMs", r.verifyMs, r.rawHashMs, 2.0, fmtMs);

@@ -132,7 +132,8 @@ interface CollectionTaken {
   collection: CollectionInfo;
   dimension: number;
   counts: ReadCounts;
-  previous: PreviousIndex;
+  /** The previous chunks it references again (its PreviousIndex, ~30 bytes a record, is not kept past the read). */
+  keptRefs: ChunkRef[];
   newChunks: Promise<ChunkRef>[];
 }
 
@@ -187,12 +188,12 @@ async function snapshotCollection(
   if (counts.atEnd !== recordsAtStart || counts.read !== counts.atEnd) {
     warnings.push(`collection ${collection.name} changed during the backup: ${recordsAtStart} records at the start, ${counts.atEnd} at the end, ${counts.read} read`);
   }
-  return { collection, dimension, counts, previous, newChunks };
+  return { collection, dimension, counts, keptRefs: previous.keptRefs(), newChunks };
 }
 
 /** The manifest's entry for a collection read, once its new chunks are stored: the previous chunks it keeps, then the new ones. */
-function collectionEntry({ collection, dimension, counts, previous }: CollectionTaken, newRefs: ChunkRef[]): CollectionEntry {
-  const refs = [...previous.keptRefs(), ...newRefs];
+function collectionEntry({ collection, dimension, counts, keptRefs }: CollectionTaken, newRefs: ChunkRef[]): CollectionEntry {
+  const refs = [...keptRefs, ...newRefs];
   return {
     name: collection.name,
     id: collection.id,

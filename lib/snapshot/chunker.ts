@@ -1,4 +1,4 @@
-import { concatBatches, sliceBatch, type RecordBatch } from "./records.js";
+import { concatBatches, copyBatch, sliceBatch, type RecordBatch } from "./records.js";
 
 /** One chunk's records, and their 16-byte digests (record i at i * 16). */
 export interface Chunk {
@@ -51,8 +51,8 @@ export class Chunker {
   flush(): Chunk | null {
     this.closeRun(null, null, 0);
     if (this.parts.length === 0) return null;
-    // Runs are views into their pages until here, where they are copied once (a chunk of
-    // one run stays a view of its page).
+    // Runs of whole pages are views into them until here, where they are copied once (a
+    // chunk of one run stays as it is).
     const batch = concatBatches(this.parts);
     const digests = new Uint8Array(this.digestParts.reduce((n, d) => n + d.byteLength, 0));
     let o = 0;
@@ -68,8 +68,14 @@ export class Chunker {
 
   private closeRun(page: RecordBatch | null, digests: Uint8Array | null, start: number): void {
     if (this.runPage && this.runEnd > this.runStart) {
-      this.parts.push(sliceBatch(this.runPage, this.runStart, this.runEnd));
-      this.digestParts.push(this.runDigests!.subarray(this.runStart * 16, this.runEnd * 16));
+      // A whole page stays a view; part of one is copied, or it would hold its whole page
+      // until the chunk is full: an incremental backup's chunk of changed records (1% of
+      // them) spans ~100 times its size in pages (+72 MB at 300,000 records, 16 dims).
+      const whole = this.runStart === 0 && this.runEnd === this.runPage.ids.length;
+      const part = sliceBatch(this.runPage, this.runStart, this.runEnd);
+      const partDigests = this.runDigests!.subarray(this.runStart * 16, this.runEnd * 16);
+      this.parts.push(whole ? part : copyBatch(part));
+      this.digestParts.push(whole ? partDigests : partDigests.slice());
     }
     this.runPage = page;
     this.runDigests = digests;

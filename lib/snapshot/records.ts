@@ -34,6 +34,11 @@ export function sliceBatch(batch: RecordBatch, start: number, end: number): Reco
   };
 }
 
+/** The same records in buffers of their own: a view into a page (sliceBatch) holds the whole page. */
+export function copyBatch(batch: RecordBatch): RecordBatch {
+  return { ...batch, ids: batch.ids.slice(), embeddings: batch.embeddings.slice(), documents: batch.documents.copy(), uris: batch.uris.slice(), metadatas: batch.metadatas.slice() };
+}
+
 /** Keeps the records whose index `keep` accepts. */
 export function filterBatch(batch: RecordBatch, keep: (index: number) => boolean): RecordBatch {
   const indexes: number[] = [];
