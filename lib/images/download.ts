@@ -134,7 +134,7 @@ async function fetchImageChunk(storage: Storage, manifest: ImageManifest, ref: I
     return stored;
   }
   try {
-    return await inflateSectionAsync(stored, ref.size, { handOver: true });
+    return await inflateSectionAsync(stored, ref.size, { handOver: true, offThread: true });
   } catch (err) {
     if (err instanceof InflateError) throw corrupt(err.message, err);
     throw err;

@@ -106,6 +106,11 @@ export function inflateSection(stored: Uint8Array, size: number, onStep?: Inflat
 export interface InflateOptions {
   /** The caller gives `stored` up: in Node its buffer may move to the pool thread (detached) instead of being copied. */
   handOver?: boolean;
+  /**
+   * On the pool whatever its size (Node): for a caller with many small sections in flight
+   * and its own work to overlap (an image download reads and hashes while chunks inflate).
+   */
+  offThread?: boolean;
 }
 
 /**
@@ -114,7 +119,7 @@ export interface InflateOptions {
  * (THREAD_INFLATE_STEP steps); smaller ones, and every section in a Worker, inline.
  */
 export function inflateSectionAsync(stored: Uint8Array, size: number, options: InflateOptions = {}): Promise<Uint8Array> {
-  if (size >= POOL_MIN_INFLATED) {
+  if (size >= POOL_MIN_INFLATED || options.offThread) {
     pool ??= createCodecPool();
     if (pool) return pool.inflate(stored, size, THREAD_INFLATE_STEP, options.handOver);
   }
