@@ -159,7 +159,7 @@ try {
   t = performance.now();
   const uploaded = await uploadImage(store(storeA), sourceDir, {
     snapshot: a.id,
-    chromaVersion: loadableChromaVersion(),
+    chromaVersion: await loadableChromaVersion(),
     collections: collections.map((c) => ({ name: c.spec.name, records: c.ids.length, sampleIds: [c.ids[0]!, c.ids[c.ids.length - 1]!] })),
   });
   const uploadMs = performance.now() - t;

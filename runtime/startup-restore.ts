@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import type { Hono } from "hono";
 import { startEmbeddedChroma, type EmbeddedChroma } from "../lib/chroma/embedded.js";
-import { loadableChromaVersionAsync } from "../lib/chroma/launcher.js";
+import { loadableChromaVersion } from "../lib/chroma/launcher.js";
 import { ChromaRest } from "../lib/chroma/rest.js";
 import type { Config, RestoreOnStart } from "../lib/config.js";
 import { clearUnfinishedImage, isEmptyDir, restoreFromImage, type ImageStartupOutcome } from "../lib/images/startup.js";
@@ -37,7 +37,7 @@ export async function startEmbeddedForRestore(config: Config, storage: Storage, 
     storage,
     dataDir,
     markerPath,
-    chromaVersion: loadableChromaVersionAsync(), // probed while the store is read and the download starts
+    chromaVersion: loadableChromaVersion(), // probed while the store is read and the download starts
     keys,
     startChroma: start,
     client: (url) => new ChromaRest({ url, ...chromaConfig }),

@@ -1,4 +1,4 @@
-import { execFile, execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -48,35 +48,21 @@ function compareVersions(a: string, b: string): number {
   return 0;
 }
 
-let loadable: string | undefined;
+let loadable: Promise<string> | undefined;
 
 /**
  * The version of the newest installed bindings that load here: the Chroma the embedded
  * runtime will start, known before it starts (restore images are only used by the Chroma
- * version that made them). Loads them in a child process (about 0.2 s, once per process)
- * because a native module that fails to load can leave the loading process unstable;
- * "unknown" when none loads.
+ * version that made them). Loads them in a child process (about 0.2 s, once per process;
+ * concurrent callers share it) because a native module that fails to load can leave the
+ * loading process unstable; "unknown" when none loads. Asynchronous, so the startup
+ * restore reads the store meanwhile.
  */
-export function loadableChromaVersion(): string {
-  if (loadable === undefined) {
-    try {
-      loadable = parseProbe(execFileSync(process.execPath, ["-e", probeSource()], { env: probeEnv(), encoding: "utf8", timeout: 30_000 }));
-    } catch {
-      loadable = "unknown";
-    }
-  }
-  return loadable;
-}
-
-/** loadableChromaVersion without blocking: the startup restore reads the store meanwhile. */
-export function loadableChromaVersionAsync(): Promise<string> {
-  if (loadable !== undefined) return Promise.resolve(loadable);
-  return new Promise((resolve) => {
-    execFile(process.execPath, ["-e", probeSource()], { env: probeEnv(), encoding: "utf8", timeout: 30_000 }, (err, out) => {
-      loadable ??= err ? "unknown" : parseProbe(out);
-      resolve(loadable);
-    });
+export function loadableChromaVersion(): Promise<string> {
+  loadable ??= new Promise((resolve) => {
+    execFile(process.execPath, ["-e", probeSource()], { env: probeEnv(), encoding: "utf8", timeout: 30_000 }, (err, out) => resolve(err ? "unknown" : parseProbe(out)));
   });
+  return loadable;
 }
 
 const probeSource = () => `for (const c of JSON.parse(process.env.${BINDINGS_ENV})) { try { require(c.module); process.stdout.write(c.version); break; } catch {} }`;

@@ -18,6 +18,8 @@ import { startTestChroma, type TestChroma } from "../fixtures/chroma.js";
 import { addRecords, collectionId, makeRecords } from "../fixtures/dataset.js";
 import { client, expectError, makeApp, makeStore, resetChroma, UNKNOWN_ID, type Store } from "./harness.js";
 
+/** The bindings the scratch Chroma will run (probed once). */
+const chromaVersion = await loadableChromaVersion();
 let source: TestChroma;
 let store: Store;
 let dataDir: string;
@@ -27,7 +29,7 @@ function serviceFor(env: Record<string, string>): BackupService {
   const config = loadConfig({ STORAGE: "memory", DATA_DIR: dataDir, ...env }, join);
   const images = config.chroma.url
     ? undefined
-    : embeddedImageMaking(config, loadableChromaVersion(), async (dir) => {
+    : embeddedImageMaking(config, chromaVersion, async (dir) => {
         const c = await startEmbeddedChroma({ dataDir: dir });
         scratch.push(c);
         return c;

@@ -21,6 +21,9 @@ import { startTestChroma, type TestChroma } from "../fixtures/chroma.js";
 import { addRecords, collectionId, makeRecords } from "../fixtures/dataset.js";
 import { makeStore, resetChroma, type Store } from "../handlers/harness.js";
 
+/** The bindings the scratch Chroma will run (probed once). */
+const chromaVersion = await loadableChromaVersion();
+
 const image = (snapshot: string, createdAt: string, records: number, chromaVersion = "1.0.5"): ImageManifest => ({
   formatVersion: 1,
   snapshot,
@@ -66,7 +69,7 @@ describe("automatic images after backups, IMAGE_KEEP", () => {
       chroma: new ChromaRest({ url: source.url }),
       storage: store.storage,
       log: (level, message, fields) => logged.push([level, message, fields]),
-      images: embeddedImageMaking(loadConfig({ DATA_DIR: dataDir, ...env }, join), loadableChromaVersion(), async (dir) => {
+      images: embeddedImageMaking(loadConfig({ DATA_DIR: dataDir, ...env }, join), chromaVersion, async (dir) => {
         const c = await startEmbeddedChroma({ dataDir: dir });
         scratch.push(c);
         return c;

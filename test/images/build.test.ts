@@ -78,9 +78,9 @@ describe("buildImage", () => {
   it("with no image yet: restores the snapshot logically into a scratch Chroma, checks it, records the drill and uploads the image", async () => {
     const snapshot = await snapshotNow();
     const scratchDir = join(work, "scratch");
-    const built = await buildImage(store.storage, snapshot, { scratchDir, chromaVersion: loadableChromaVersion(), startChroma, log: silentLogger });
+    const built = await buildImage(store.storage, snapshot, { scratchDir, chromaVersion: await loadableChromaVersion(), startChroma, log: silentLogger });
 
-    expect(built.image).toMatchObject({ snapshot: snapshot.id, chromaVersion: loadableChromaVersion() });
+    expect(built.image).toMatchObject({ snapshot: snapshot.id, chromaVersion: await loadableChromaVersion() });
     expect(built.image.bytes).toBeGreaterThan(0);
     expect(built.uploadedBytes).toBeGreaterThan(0);
     expect(built.drill).toMatchObject({ snapshot: snapshot.id, via: "image", ok: true, records: ALPHA.count + BETA.count });
@@ -103,7 +103,7 @@ describe("buildImage", () => {
     await addRecords(source.url, alpha, makeRecords(6, ALPHA.dim, 99, "new"));
     await deleteRecords(source.url, await collectionId(source.url, "beta"), ["beta-1", "beta-2", "beta-3"]);
     const snapshot = await snapshotNow();
-    const built = await buildImage(store.storage, snapshot, { scratchDir: join(work, "scratch"), chromaVersion: loadableChromaVersion(), startChroma, log: silentLogger });
+    const built = await buildImage(store.storage, snapshot, { scratchDir: join(work, "scratch"), chromaVersion: await loadableChromaVersion(), startChroma, log: silentLogger });
 
     expect(built.drill.ok, JSON.stringify(built.drill.checks)).toBe(true);
     expect(built.drill.checks.find((c) => c.name === "restore")?.message).toMatch(/caught up/);
@@ -121,7 +121,7 @@ describe("buildImage", () => {
     const scratchDir = join(work, "scratch-aborted");
     const build = buildImage(store.storage, snapshot, {
       scratchDir,
-      chromaVersion: loadableChromaVersion(),
+      chromaVersion: await loadableChromaVersion(),
       startChroma: async (dir) => {
         scratch = await startChroma(dir);
         controller.abort(new Error("stopped by the test"));
