@@ -24,6 +24,7 @@ import { addRecords, collectionId, createCollection, deleteRecords, dumpCollecti
 import { logLines, type LogLine } from "../fixtures/log-lines.js";
 import { expectSameRecords, parseDump, type DumpedRecord } from "../snapshot/compare.js";
 import { serviceFreeEnv } from "../fixtures/service-env.js";
+import { logLine as logLineWithin, until } from "../fixtures/until.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const L2 = '{"hnsw":{"space":"l2"}}';
@@ -78,31 +79,24 @@ afterAll(async () => {
   for (const dir of tempDirs) await rm(dir, { recursive: true, force: true });
 });
 
-async function until<T>(what: string, service: Service, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let exited = false;
-  void service.exit.then(() => (exited = true));
-  while (Date.now() < deadline) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (exited) throw new Error(`npm start exited while waiting for ${what}:\n${service.out().slice(-3000)}`);
-    await sleep(20);
-  }
-  throw new Error(`timed out waiting for ${what}:\n${service.out().slice(-3000)}`);
-}
 
-const logLine = (service: Service, message: string) => until(`log "${message}"`, service, () => service.logs().find((l) => l.message === message), 5000);
+const logLine = (service: Service, message: string) => logLineWithin(service, message, 5000);
 const hasLog = (service: Service, message: string) => service.logs().some((l) => l.message === message);
 
 const ready = (service: Service) =>
-  until("GET /ready 200", service, async () => {
-    try {
-      const res = await fetch(`${service.url}/ready`, { signal: AbortSignal.timeout(1000) });
-      return res.ok ? true : undefined;
-    } catch {
-      return undefined;
-    }
-  });
+  until(
+    "GET /ready 200",
+    service,
+    async () => {
+      try {
+        const res = await fetch(`${service.url}/ready`, { signal: AbortSignal.timeout(1000) });
+        return res.ok ? true : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    60_000,
+  );
 
 type Dumps = Map<string, Map<string, DumpedRecord>>;
 
@@ -160,7 +154,7 @@ beforeAll(async () => {
   }
   await uploadImage(storeOf(imageStore), chromaDir, {
     snapshot: a.id,
-    chromaVersion: loadableChromaVersion(),
+    chromaVersion: await loadableChromaVersion(),
     collections: [
       { name: "notes", records: 2000, sampleIds: ["notes-0", "notes-1999"] },
       { name: "tags", records: 40, sampleIds: ["tags-7"] },
@@ -230,7 +224,7 @@ describe("npm start: the startup restore from a restore image", () => {
   it("an image from another Chroma version: not used, a logical restore, logged", async () => {
     const { service, dataDir, held } = await coldStart(otherVersionStore);
     const why = await logLine(service, "startup restore: restoring logically (no usable image)");
-    expect(why.reason).toMatch(new RegExp(`made by Chroma 0\\.0\\.0-other; this is Chroma ${loadableChromaVersion().replace(/\./g, "\\.")}`));
+    expect(why.reason).toMatch(new RegExp(`made by Chroma 0\\.0\\.0-other; this is Chroma ${(await loadableChromaVersion()).replace(/\./g, "\\.")}`));
     await logLine(service, "startup restore: restored the newest snapshot");
     expect(hasLog(service, "startup restore: restored from an image")).toBe(false);
     expectSameDumps(atA, held);
@@ -262,14 +256,19 @@ describe("npm start: the startup restore from a restore image", () => {
     await rm(chunkPath);
     execFileSync("mkfifo", [chunkPath]);
     const { service, dataDir } = await startNpm(heldStore);
-    const health = await until("GET /health 200", service, async () => {
-      try {
-        const res = await fetch(`${service.url}/health`, { signal: AbortSignal.timeout(1000) });
-        return res.ok ? ((await res.json()) as { ok: boolean }) : undefined;
-      } catch {
-        return undefined; // not listening yet
-      }
-    });
+    const health = await until(
+      "GET /health 200",
+      service,
+      async () => {
+        try {
+          const res = await fetch(`${service.url}/health`, { signal: AbortSignal.timeout(1000) });
+          return res.ok ? ((await res.json()) as { ok: boolean }) : undefined;
+        } catch {
+          return undefined; // not listening yet
+        }
+      },
+      60_000,
+    );
     expect(health.ok).toBe(true);
     await logLine(service, "startup restore: placing a restore image");
     const notReady = await fetch(`${service.url}/ready`, { signal: AbortSignal.timeout(5000) });

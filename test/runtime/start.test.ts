@@ -23,6 +23,7 @@ import { expectSameRecords, parseDump, type DumpedRecord } from "../snapshot/com
 import { logLines, type LogLine } from "../fixtures/log-lines.js";
 import { childPids } from "../fixtures/procfs.js";
 import { serviceFreeEnv } from "../fixtures/service-env.js";
+import { logLine, until } from "../fixtures/until.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const L2 = '{"hnsw":{"space":"l2"}}';
@@ -102,20 +103,7 @@ afterAll(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until<T>(what: string, service: Service, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 30_000, everyMs = 20): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let exited = false;
-  void service.exit.then(() => (exited = true));
-  while (Date.now() < deadline) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (exited) throw new Error(`npm start exited while waiting for ${what}:\n${service.out().slice(-3000)}`);
-    await sleep(everyMs);
-  }
-  throw new Error(`timed out waiting for ${what}:\n${service.out().slice(-3000)}`);
-}
 
-const logLine = (service: Service, message: string, timeoutMs?: number) => until(`log "${message}"`, service, () => service.logs().find((l) => l.message === message), timeoutMs);
 
 /** Polls GET /ready; resolves at the first 200 with every 503 reason seen before it. */
 const firstReady = (service: Service) => {
