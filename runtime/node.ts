@@ -106,6 +106,12 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
   let gateError: string | null = null;
   let chromaUrl = config.chroma.url;
   let restoredFromImage: Awaited<ReturnType<typeof startEmbeddedForRestore>>["fromImage"] = null;
+  /** A failure or a stop before the API serves: nothing is left running. */
+  const abandon = async (err: unknown): Promise<never> => {
+    await embedded?.stop();
+    await closeServer();
+    throw err;
+  };
   if (!chromaUrl) {
     // Chroma listens on a private loopback port; apps reach it through the gate at
     // CHROMA_HOST:CHROMA_PORT, which opens only once the startup restore is over.
@@ -117,8 +123,7 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
     try {
       startedEmbedded = await startEmbeddedForRestore(config, storage, stepLog, signal);
     } catch (err) {
-      await closeServer();
-      throw err;
+      return abandon(err);
     }
     const { chroma: started, fromImage } = startedEmbedded;
     restoredFromImage = fromImage;
@@ -133,11 +138,6 @@ export async function startService(env: Env = process.env, log: Logger = jsonLog
     if (embedded && !embedded.up) return "the embedded Chroma is down and being restarted";
     if (gate && !gate.isOpen) return "the Chroma gate is not open yet";
     return null;
-  };
-  const abandon = async (err: unknown): Promise<never> => {
-    await embedded?.stop();
-    await closeServer();
-    throw err;
   };
   const images = embedded ? embeddedImageMaking(config, embedded.version, (dataDir) => startEmbeddedChroma({ dataDir, log })) : undefined;
   let composed: ReturnType<typeof compose>;
