@@ -55,17 +55,16 @@ export function deflateSection(bytes: Uint8Array, options: DeflateOptions): Prom
  * Input fed to the inflater per step on the calling thread. Deflate expands at most
  * ~1032:1, so a bomb's one step writes at most ~17 MB (a Worker has 128 MB). fflate's
  * streaming Inflate pays per step (it reallocates its output window), so smaller steps
- * cost more per byte: on the 1.9 MB text (bench/codec.ts, fastest of 20) 8 KiB steps
- * 18 ms, 16 KiB 13-17 ms, 64 KiB 11-13 ms, fflate in one shot 9 ms, node:zlib (before
- * issue 14) 3.5 ms.
+ * cost more per byte: on the 1.9 MB text (`npx tsx bench/codec.ts`, fastest of 20, quiet
+ * machine) 8 KiB steps 14.3 ms, 16 KiB 12.4 ms, 64 KiB 11.7 ms, fflate in one shot 9.3 ms,
+ * node:zlib (before issue 14) 3.3 ms.
  */
 export const INFLATE_STEP = 16 * 1024;
 
 /**
  * Input per step on a pool thread (Node only, not a 128 MB Worker): a bomb's one step
- * writes at most 64 KiB x 1032 = ~66 MB there. ~10% less CPU than INFLATE_STEP: on 24
- * sections of the bench's snapshot (16 MB inflated; CPU time, best of 7, a machine at
- * load 10-15) 16 KiB steps 59-61 ms, 64 KiB 53-55 ms, 256 KiB 53 ms, node:zlib 24 ms.
+ * writes at most 64 KiB x 1032 = ~66 MB there. A few percent less CPU than INFLATE_STEP
+ * (the figures above: 11.7 against 12.4 ms).
  */
 export const THREAD_INFLATE_STEP = 64 * 1024;
 
