@@ -9,7 +9,7 @@ import { restoreSnapshot } from "../snapshot/restore.js";
 import type { Storage } from "../storage/types.js";
 
 export interface CatchUpResult {
-  /** Records written with upsert into collections caught up record by record. */
+  /** Records written (replaced: deleted, then added as the newer snapshot has them) into collections caught up record by record. */
   upserted: number;
   /** Records deleted, including those of collections `to` no longer has. */
   deleted: number;
@@ -29,7 +29,8 @@ const READ_CONCURRENCY = 3;
  * Brings a Chroma holding exactly snapshot `from` to snapshot `to` through the API, by
  * collection name, touching only the records whose chunks differ: a chunk is unchanged
  * when `to` lists the same hash with the same `drop` (so the same live records).
- * - records live in a chunk of `to` and not live in that chunk in `from` are upserted;
+ * - records live in a chunk of `to` and not live in that chunk in `from` are written as
+ *   `to` has them (replaceRecords: deleted, then added);
  * - records live in a chunk of `from` and not live in that chunk in `to` are deleted,
  *   unless `to` upserted the same id (a changed record moves to a new chunk); the count
  *   after the upserts says how many there are, so `from`'s chunks are read (for their
@@ -138,7 +139,7 @@ async function catchUpCollection(chroma: ChromaRest, storage: Storage, id: strin
     const keep = new Set(indexes);
     const batch = filterBatch(await readChunk(storage, ref, t.name, t.dimension), (i) => keep.has(i));
     for (const recordId of batch.ids) written.add(recordId);
-    await writeInBatches(batch, maxBatch, (part) => chroma.writeRecords(id, part, "upsert"), signal);
+    await writeInBatches(batch, maxBatch, (part) => replaceRecords(chroma, id, part), signal);
     upserted += batch.ids.length;
   });
   // Chroma held exactly `from`, and now also every record written: it holds more than `to`
@@ -159,6 +160,17 @@ async function catchUpCollection(chroma: ChromaRest, storage: Storage, id: strin
     await chroma.deleteRecords(id, gone.slice(start, start + maxBatch));
   }
   return { upserted, deleted: gone.length };
+}
+
+/**
+ * Writes records as `to` has them, whether or not Chroma holds their ids: deleted, then
+ * added. An upsert would not do: over an existing record Chroma merges, keeping a document,
+ * uri or metadata key the newer record no longer has (found by bench/images.ts, where 1%
+ * of records were deleted and added back with other content).
+ */
+async function replaceRecords(chroma: ChromaRest, id: string, part: RecordBatch): Promise<void> {
+  await chroma.deleteRecords(id, part.ids);
+  await chroma.writeRecords(id, part, "add");
 }
 
 async function writeInBatches(batch: RecordBatch, maxBatch: number, write: (part: RecordBatch) => Promise<void>, signal: AbortSignal | undefined): Promise<void> {

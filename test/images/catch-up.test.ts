@@ -64,6 +64,11 @@ beforeAll(async () => {
   await addRecords(chroma.url, kept, makeRecords(3100, 16, 1, "k").slice(3000));
   const updated = makeRecords(3000, 16, 77, "k").filter((_, i) => i % 97 === 5);
   await addRecords(chroma.url, kept, updated, "upsert");
+  // Replaced: deleted and added back with other content, where a metadata key or the
+  // document is gone (an upsert over the old record would keep them: Chroma merges).
+  const replaced = makeRecords(40, 16, 99, "k").map((r, i) => ({ ...r, id: `k-${i + 1}` }));
+  await deleteRecords(chroma.url, kept, replaced.map((r) => r.id));
+  await addRecords(chroma.url, kept, replaced);
   await deleteRecords(chroma.url, kept, Array.from({ length: 30 }, (_, i) => `k-${i * 91 + 3}`));
   await deleteRecords(chroma.url, cosine, ["c-0", "c-1", "c-700"]);
   await addRecords(chroma.url, cosine, makeRecords(1500, 16, 55, "c").filter((_, i) => i % 250 === 9), "upsert");
