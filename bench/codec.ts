@@ -80,4 +80,11 @@ for (const step of [8, 16, 32, 64]) await time(`fflate Inflate, ${step} KiB step
 await time(`inflateSection (${INFLATE_STEP / 1024} KiB steps, counted, bomb-safe)`, () => inflateSection(stored, text.byteLength));
 await time(`codec pool inflate (${THREAD_INFLATE_STEP / 1024} KiB steps on a thread, hand-over included)`, () => pool.inflate(stored, text.byteLength, THREAD_INFLATE_STEP));
 await time("codec pool inflate, 4 at once (per round)", async () => (await Promise.all([0, 1, 2, 3].map(() => pool.inflate(stored, text.byteLength, THREAD_INFLATE_STEP))))[0]);
+
+// An image's chunks (lib/images): ~16 KiB each, one inflate per chunk, at most one step of input.
+const pieces: [Uint8Array, number][] = [];
+for (let at = 0; at < text.byteLength; at += 16 * 1024) pieces.push([deflateSync(text.subarray(at, at + 16 * 1024), { level: 2 }), Math.min(16 * 1024, text.byteLength - at)]);
+console.log(`-- inflate, the text as ${pieces.length} chunks of 16 KiB (an image's chunks)`);
+await time("fflate Inflate streaming, one push a chunk (before)", () => pieces.forEach(([s, n]) => inflateInSteps(s, n, 1 << 30)));
+await time("inflateSection: one shot into claim + 1 bytes (input of one step)", () => pieces.forEach(([s, n]) => inflateSection(s, n)));
 await pool.close();

@@ -13,7 +13,10 @@
  *    DATA_DIR, each time until its first `/ready` 200: A with IMAGES=off (logical), A
  *    with the image, B with IMAGES=off, B with the image of A + catch-up;
  * 4. the floor: copying the image's files (the source directory) and syncing them; and,
- *    for information only, unpacking a `tar` + `gzip -1` of them (made beforehand) and syncing.
+ *    for information only, unpacking a `tar` + `gzip -1` of them (made beforehand) and syncing;
+ * 5. makes images through the service (`POST /backups/:id/image`, RESTORE_ON_START=never):
+ *    the first image of A (a logical restore into a scratch Chroma, then the upload) in a
+ *    store holding A alone, then the image of B from it; the peak RSS of each service process.
  * Prints the ratios of the issue's table and writes them as JSON (--out, default
  * bench/results/images-<records>.json).
  */
@@ -69,6 +72,7 @@ const run = (command: string, argv: string[]) =>
     child.once("error", reject);
     child.once("exit", (code) => (code === 0 ? resolve() : reject(new Error(`${command} ${argv.join(" ")} exited with ${code}`))));
   });
+const roundFields = (o: object) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, typeof v === "number" ? Math.round(v * 10) / 10 : v]));
 const store = (dir: string) => withPrefix(fsStorage(dir), "chromadb/");
 
 /** A subset of a generated collection (the records at `indexes`), for an update of those. */
@@ -86,56 +90,106 @@ interface ColdStart {
   image: Record<string, unknown> | null;
 }
 
-/** Spawns the built service on a fresh DATA_DIR and times it to the first /ready 200. */
-async function coldStart(name: string, backupDir: string, images: boolean): Promise<ColdStart> {
+interface Service {
+  port: number;
+  pid: number;
+  /** Its output so far (JSON log lines and anything else). */
+  output(): string;
+  exited(): boolean;
+  /** Its peak resident set so far (VmHWM), in MB. */
+  peakRssMb(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** Spawns the built service (`node dist/server.mjs`, as production runs it) on a fresh DATA_DIR. */
+async function startService(name: string, backupDir: string, env: Record<string, string>): Promise<Service> {
   const dataDir = join(work, `data-${name}`);
   await mkdir(dataDir);
   const port = await freePort();
-  const env = {
-    PATH: process.env.PATH,
-    HOME: process.env.HOME,
-    PORT: String(port),
-    CHROMA_PORT: String(await freePort()),
-    DATA_DIR: dataDir,
-    STORAGE: "fs",
-    BACKUP_DIR: backupDir,
-    BACKUP_API_TOKEN: TOKEN,
-    IMAGES: images ? "on" : "off",
-  };
-  const started = performance.now();
-  const child = spawn(process.execPath, ["--enable-source-maps", "--max-semi-space-size=4", "dist/server.mjs"], { cwd: ROOT, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  const fullEnv = { PATH: process.env.PATH, HOME: process.env.HOME, PORT: String(port), CHROMA_PORT: String(await freePort()), DATA_DIR: dataDir, STORAGE: "fs", BACKUP_DIR: backupDir, BACKUP_API_TOKEN: TOKEN, ...env };
+  const child = spawn(process.execPath, ["--enable-source-maps", "--max-semi-space-size=4", "dist/server.mjs"], { cwd: ROOT, env: fullEnv, detached: true, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   child.stdout.on("data", (b: Buffer) => (out += b.toString()));
   child.stderr.on("data", (b: Buffer) => (out += b.toString()));
   let exited = false;
   child.once("exit", () => (exited = true));
-  try {
-    for (;;) {
-      if (exited) throw new Error(`the service exited before it was ready:\n${out.slice(-3000)}`);
+  return {
+    port,
+    pid: child.pid!,
+    output: () => out,
+    exited: () => exited,
+    async peakRssMb() {
+      const status = await readFile(`/proc/${child.pid}/status`, "utf8");
+      return Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1]) / 1024;
+    },
+    async stop() {
       try {
-        const res = await fetch(`http://127.0.0.1:${port}/ready`, { signal: AbortSignal.timeout(1000) });
-        await res.arrayBuffer();
-        if (res.ok) break;
+        process.kill(-child.pid!, "SIGKILL"); // the lifeline takes its Chroma down with it
       } catch {
-        // not listening yet
+        // gone
       }
-      await sleep(20);
+      await new Promise((r) => (exited ? r(null) : child.once("exit", r)));
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Polls the service's /ready until 200. */
+async function untilReady(service: Service): Promise<void> {
+  for (;;) {
+    if (service.exited()) throw new Error(`the service exited before it was ready:\n${service.output().slice(-3000)}`);
+    try {
+      const res = await fetch(`http://127.0.0.1:${service.port}/ready`, { signal: AbortSignal.timeout(1000) });
+      await res.arrayBuffer();
+      if (res.ok) return;
+    } catch {
+      // not listening yet
     }
+    await sleep(20);
+  }
+}
+
+/** Starts the service on a fresh DATA_DIR and times it to the first /ready 200. */
+async function coldStart(name: string, backupDir: string, images: boolean): Promise<ColdStart> {
+  const started = performance.now();
+  const service = await startService(name, backupDir, { IMAGES: images ? "on" : "off" });
+  try {
+    await untilReady(service);
     const readyMs = performance.now() - started;
-    const status = await readFile(`/proc/${child.pid}/status`, "utf8");
-    const peakRssMb = Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1]) / 1024;
-    const lines = out.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const peakRssMb = await service.peakRssMb();
+    const lines = service.output().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
     const image = lines.find((l) => l.message === "startup restore: restored from an image") ?? null;
     if (images && !image) throw new Error(`${name}: the image was not used:\n${lines.filter((l) => /image|logically/.test(String(l.message))).map((l) => JSON.stringify(l)).join("\n")}`);
     return { readyMs, peakRssMb, image };
   } finally {
-    try {
-      process.kill(-child.pid!, "SIGKILL"); // the lifeline takes its Chroma down with it
-    } catch {
-      // gone
-    }
-    await new Promise((r) => (exited ? r(null) : child.once("exit", r)));
-    await rm(dataDir, { recursive: true, force: true });
+    await service.stop();
+  }
+}
+
+interface MadeImage {
+  ms: number;
+  /** Peak resident set of the service process (VmHWM) once the image was made; its scratch Chroma is another process. */
+  peakRssMb: number;
+  /** Its resident set when ready, before the request. */
+  readyRssMb: number;
+  uploadedBytes: number;
+  bytes: number;
+}
+
+/** Makes the image of `snapshot` through the service (`POST /backups/:id/image`), as an operator or the automatic path does. */
+async function makeImageThroughService(name: string, backupDir: string, snapshot: string): Promise<MadeImage> {
+  const service = await startService(name, backupDir, { IMAGES: "on", RESTORE_ON_START: "never" });
+  try {
+    await untilReady(service);
+    const readyRssMb = await service.peakRssMb();
+    const started = performance.now();
+    const res = await fetch(`http://127.0.0.1:${service.port}/backups/${snapshot}/image`, { method: "POST", headers: { authorization: `Bearer ${TOKEN}` }, signal: AbortSignal.timeout(30 * 60_000) });
+    const body = (await res.json()) as { image?: { bytes: number }; uploadedBytes?: number; drill?: { ok: boolean } };
+    const ms = performance.now() - started;
+    if (!res.ok || !body.drill?.ok) throw new Error(`${name}: POST /backups/${snapshot}/image answered ${res.status} ${JSON.stringify(body).slice(0, 2000)}`);
+    return { ms, peakRssMb: await service.peakRssMb(), readyRssMb, uploadedBytes: body.uploadedBytes!, bytes: body.image!.bytes };
+  } finally {
+    await service.stop();
   }
 }
 
@@ -156,6 +210,8 @@ try {
   const seedMs = performance.now() - t;
   const a = await takeSnapshot(new ChromaRest({ url: chroma.url }), store(storeA));
   await chroma.stop();
+  const storeMake = join(work, "store-make"); // snapshot A alone: the service makes its first image there (phase 4)
+  await cp(storeA, storeMake, { recursive: true });
   t = performance.now();
   const uploaded = await uploadImage(store(storeA), sourceDir, {
     snapshot: a.id,
@@ -240,6 +296,14 @@ try {
   const imageB = await coldStart("image-b", storeB, true);
   console.log(`cold start, image of A + catch-up to B: ${seconds(imageB.readyMs)} (peak RSS ${imageB.peakRssMb.toFixed(0)} MB) ${JSON.stringify(imageB.image)}`);
 
+  // 4. Making images through the service: the first (a logical restore of A into a scratch
+  // Chroma, then the upload), then the image of B from it (download, catch-up, upload of what changed).
+  const firstMade = await makeImageThroughService("make-a", storeMake, a.id);
+  console.log(`made the image of A through the service: ${seconds(firstMade.ms)}, ${mb(firstMade.uploadedBytes)} uploaded, peak RSS ${firstMade.peakRssMb.toFixed(0)} MB (${firstMade.readyRssMb.toFixed(0)} MB when ready)`);
+  await run("cp", ["-rn", `${storeB}/.`, storeMake]); // B's manifest and chunks (images already there are kept)
+  const deltaMade = await makeImageThroughService("make-b", storeMake, b.id);
+  console.log(`made the image of B from the image of A: ${seconds(deltaMade.ms)}, ${mb(deltaMade.uploadedBytes)} uploaded of ${mb(deltaMade.bytes)}, peak RSS ${deltaMade.peakRssMb.toFixed(0)} MB`);
+
   const ratios = {
     imageOverLogical: imageA.readyMs / logicalA.readyMs,
     imageOverFloor: imageA.readyMs / floorMs,
@@ -259,6 +323,8 @@ try {
     coldStartMs: { logicalA: Math.round(logicalA.readyMs), imageA: Math.round(imageA.readyMs), logicalB: Math.round(logicalB.readyMs), imageDeltaB: Math.round(imageB.readyMs) },
     peakRssMb: { logicalA: Math.round(logicalA.peakRssMb), imageA: Math.round(imageA.peakRssMb), logicalB: Math.round(logicalB.peakRssMb), imageDeltaB: Math.round(imageB.peakRssMb) },
     imagePath: { a: imageA.image, b: imageB.image },
+    /** POST /backups/:id/image through the service: the first image (logical restore in a scratch Chroma) and the next (from the first). */
+    made: { first: roundFields(firstMade), fromPrevious: roundFields(deltaMade) },
     ratios,
   };
   console.log("");
@@ -269,6 +335,7 @@ try {
   console.log(`| (informational) cold start with an image / tar -xzf + sync | ${(imageA.readyMs / untarMs).toFixed(2)} (${seconds(imageA.readyMs)} / ${seconds(untarMs)} for ${mb(tarBytes)} of gzip -1) | - |`);
   console.log(`| image + 1% delta / logical restore | ${ratios.imageDeltaOverLogical.toFixed(3)} (${seconds(imageB.readyMs)} / ${seconds(logicalB.readyMs)}) | <= 0.35 |`);
   console.log(`| peak RSS of the service, restoring from the image | ${imageA.peakRssMb.toFixed(0)} MB (delta: ${imageB.peakRssMb.toFixed(0)} MB) | <= 200 MB |`);
+  console.log(`| peak RSS of the service, making an image (first / from the previous) | ${firstMade.peakRssMb.toFixed(0)} MB / ${deltaMade.peakRssMb.toFixed(0)} MB | <= 200 MB |`);
   const out = OUT ?? join(ROOT, "bench", "results", `images-${RECORDS}.json`);
   await writeFile(out, JSON.stringify(result, null, 2) + "\n");
   console.log(`\nwritten to ${out}`);

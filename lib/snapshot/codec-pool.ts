@@ -36,7 +36,7 @@ type Answer = { id: number; steps?: number } & ({ bytes: Uint8Array } | { proble
 
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require("node:worker_threads");
-const { deflateSync, Inflate } = require(workerData.fflate);
+const { deflateSync, Inflate, inflateSync } = require(workerData.fflate);
 const inflateInSteps = (${inflateInSteps.toString()});
 // A scavenge after each task: this thread allocates too little JS for V8 to collect on its
 // own, so fflate's dead buffers (one the input's size a task) piled up until external
@@ -52,7 +52,7 @@ try {
 parentPort.on("message", (task) => {
   let steps = 0;
   try {
-    const out = task.op === "deflate" ? deflateSync(task.bytes, { level: task.level }) : inflateInSteps(Inflate, task.bytes, task.size, task.step, () => steps++);
+    const out = task.op === "deflate" ? deflateSync(task.bytes, { level: task.level }) : inflateInSteps({ Inflate, inflateSync }, task.bytes, task.size, task.step, () => steps++);
     if (typeof out === "string") parentPort.postMessage({ id: task.id, problem: out, steps });
     // The input goes back too (unreferenced), to be freed by the main thread's next scavenge.
     else parentPort.postMessage({ id: task.id, bytes: out, steps }, out.buffer === task.bytes.buffer ? [out.buffer] : [out.buffer, task.bytes.buffer]);

@@ -1,4 +1,4 @@
-import { deflateSync, Inflate } from "fflate";
+import { deflateSync, Inflate, inflateSync } from "fflate";
 import { ResourceLimitError } from "../errors.js";
 import { createCodecPool, type CodecPool } from "#codec-pool";
 import { InflateError, inflateFailure, inflateInSteps, isResourceLimit } from "./inflate-steps.js";
@@ -82,15 +82,15 @@ export type InflateStepWatcher = (inputEnd: number, output: number) => void;
 /**
  * Inflates raw deflate to exactly `size` bytes on the calling thread, or throws
  * InflateError (the data is wrong: not deflate, truncated, longer or shorter than `size`)
- * or ResourceLimitError (memory ran out: not the data's fault). fflate's streaming
- * Inflate, fed INFLATE_STEP bytes of input a step (inflate-steps.ts), stops at the end of
- * the step whose output passes `size`: a stream crafted to expand to gigabytes costs at
- * most `size` plus one step.
+ * or ResourceLimitError (memory ran out: not the data's fault). fflate, fed INFLATE_STEP
+ * bytes of input a step (inflate-steps.ts: input of one step inflates in one shot), stops
+ * at the end of the step whose output passes `size`: a stream crafted to expand to
+ * gigabytes costs at most `size` plus one step.
  */
 export function inflateSection(stored: Uint8Array, size: number, onStep?: InflateStepWatcher): Uint8Array {
   let out: Uint8Array | string;
   try {
-    out = inflateInSteps(Inflate, stored, size, INFLATE_STEP, (inputEnd, output) => {
+    out = inflateInSteps({ Inflate, inflateSync }, stored, size, INFLATE_STEP, (inputEnd, output) => {
       stepsTaken++;
       onStep?.(inputEnd, output);
     });
