@@ -1,7 +1,7 @@
 import { joinBytePlanes, highBytePlane, writeLowPlane } from "./byte-planes.js";
 import { CODEC_BYTE_PLANES, CODEC_DEFLATE, CODEC_STORED, corruptFor, HEADER_V2, readLayout, writeHeaderV2, type ChunkExpectation, type ChunkLayout, type Corrupt } from "./chunk-layout.js";
 import { checkText, decodeText, encodeText } from "./chunk-text.js";
-import { deflateSection, InflateError, inflateSectionAsync } from "./codec.js";
+import { deflateSection, InflateError, inflateSectionAsync, type InflateOptions } from "./codec.js";
 import type { RecordBatch } from "./records.js";
 
 /**
@@ -60,9 +60,9 @@ export async function encodeChunk(batch: RecordBatch, level: CompressionLevel = 
  * Node a large one on a pool thread); wrong bytes are corruption, a resource limit
  * (ResourceLimitError) passes through as is.
  */
-async function inflateExactly(stored: Uint8Array, size: number, what: string, corrupt: Corrupt): Promise<Uint8Array> {
+async function inflateExactly(stored: Uint8Array, size: number, what: string, corrupt: Corrupt, options?: InflateOptions): Promise<Uint8Array> {
   try {
-    return await inflateSectionAsync(stored, size);
+    return await inflateSectionAsync(stored, size, options);
   } catch (err) {
     if (err instanceof InflateError) return corrupt(`${what} ${err.message}`, err);
     throw err;
@@ -70,13 +70,13 @@ async function inflateExactly(stored: Uint8Array, size: number, what: string, co
 }
 
 /** The high-byte plane, inflated (both sections inflate at once: in Node, on two pool threads). */
-function inflateHighPlane(layout: ChunkLayout, corrupt: Corrupt): Promise<Uint8Array> | null {
+function inflateHighPlane(layout: ChunkLayout, corrupt: Corrupt, options?: InflateOptions): Promise<Uint8Array> | null {
   const values = layout.n * layout.dim;
-  return layout.embeddingCodec === CODEC_STORED ? null : inflateExactly(layout.embeddings.subarray(values * 3), values, "embedding high-byte plane", corrupt);
+  return layout.embeddingCodec === CODEC_STORED ? null : inflateExactly(layout.embeddings.subarray(values * 3), values, "embedding high-byte plane", corrupt, options);
 }
 
-function inflateText(layout: ChunkLayout, corrupt: Corrupt): Promise<Uint8Array> {
-  return layout.textCodec === CODEC_STORED ? Promise.resolve(layout.text) : inflateExactly(layout.text, layout.textBytes, "text section", corrupt);
+function inflateText(layout: ChunkLayout, corrupt: Corrupt, options?: InflateOptions): Promise<Uint8Array> {
+  return layout.textCodec === CODEC_STORED ? Promise.resolve(layout.text) : inflateExactly(layout.text, layout.textBytes, "text section", corrupt, options);
 }
 
 /**
@@ -106,7 +106,8 @@ export async function decodeChunk(bytes: Uint8Array, expect: ChunkExpectation): 
 export async function checkChunk(bytes: Uint8Array, expect: ChunkExpectation): Promise<number> {
   const corrupt = corruptFor(expect);
   const layout = readLayout(bytes, expect, corrupt);
-  const [, text] = await Promise.all([inflateHighPlane(layout, corrupt), inflateText(layout, corrupt)]);
+  // A verify's thread only waits meanwhile: it inflates too when the pool is busy.
+  const [, text] = await Promise.all([inflateHighPlane(layout, corrupt, { helpWhenBusy: true }), inflateText(layout, corrupt, { helpWhenBusy: true })]);
   checkText(text, layout.n, corrupt);
   return layout.n;
 }

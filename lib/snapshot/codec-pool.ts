@@ -87,6 +87,8 @@ export interface CodecPool {
   close(): Promise<void>;
   /** How many threads are running (tests). */
   readonly threads: number;
+  /** Tasks handed to the threads and not yet answered. */
+  readonly pending: number;
   /** Input steps its threads have fed to inflateInSteps, failed inflates included (tests: a bomb stops within one). */
   readonly inflateSteps: number;
 }
@@ -198,6 +200,9 @@ export function createCodecPool(size?: number): CodecPool | null {
     },
     get threads() {
       return pool.length;
+    },
+    get pending() {
+      return pool.reduce((n, thread) => n + thread.pending.size, 0);
     },
     get inflateSteps() {
       return inflateSteps;

@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { expect, it } from "vitest";
 import { toApiError } from "../../handlers/errors.js";
 import { ResourceLimitError } from "../../lib/errors.js";
-import { deflateSection, INFLATE_STEP, InflateError, inflateSection, inflateSectionAsync, inflateStepsTaken, THREAD_INFLATE_STEP } from "../../lib/snapshot/codec.js";
+import { deflateSection, INFLATE_STEP, InflateError, inflateSection, inflateSectionAsync, inflateStepsHere, inflateStepsTaken, THREAD_INFLATE_STEP } from "../../lib/snapshot/codec.js";
 
 // The section codec (lib/snapshot/codec.ts): fflate on every runtime. What it writes is
 // standard raw deflate (node:zlib, the deflater before issue 14, is the oracle); what
@@ -150,6 +150,18 @@ it("a bomb through inflateSectionAsync is refused within one step too, on the po
     const before = inflateStepsTaken();
     await expect(inflateSectionAsync(bomb, claim)).rejects.toThrow(new InflateError(`inflates to more than the ${claim} bytes claimed`));
     expect(inflateStepsTaken() - before, String(claim)).toBe(1);
+  }
+});
+
+it("helpWhenBusy: with the pool backlogged, sections inflate on the calling thread too, with the same answers; without it, all on the pool", async () => {
+  const sections = Array.from({ length: 12 }, (_, i) => new TextEncoder().encode(`section ${i} `.repeat(20_000 + i * 100)));
+  const stored = sections.map((s) => deflateSync(s, { level: 2 }));
+  for (const helpWhenBusy of [false, true]) {
+    const here = inflateStepsHere();
+    const out = await Promise.all(stored.map((s, i) => inflateSectionAsync(s, sections[i]!.byteLength, { helpWhenBusy })));
+    out.forEach((bytes, i) => expect(Buffer.from(bytes).equals(Buffer.from(sections[i]!))).toBe(true));
+    if (helpWhenBusy) expect(inflateStepsHere() - here).toBeGreaterThan(0);
+    else expect(inflateStepsHere() - here).toBe(0);
   }
 });
 
