@@ -160,9 +160,18 @@ export class AutoBackup implements BackupScheduler {
       const first = await Promise.race([backup, timedOut]);
       if (first === "timeout") {
         controller.abort(new Error("on-stop backup timed out"));
-        await Promise.race([backup.catch(() => {}), sleep(UNWIND_MS)]);
+        // Its manifest write may have begun before the abort: then it commits as it unwinds.
+        const unwound = await Promise.race([backup.then((outcome) => ({ outcome }), () => null), sleep(UNWIND_MS).then(() => "still running" as const)]);
         const why = signal?.aborted ? "aborted" : `ran out of BACKUP_ON_STOP_TIMEOUT (${this.options.onStopTimeoutSeconds}s)`;
-        this.log("error", `on-stop backup ${why}: abandoned before its commit, nothing partial was written; changes since the newest snapshot are not in the store`, { budgetSeconds: this.options.onStopTimeoutSeconds });
+        if (unwound !== null && unwound !== "still running") {
+          this.log("warn", `on-stop backup ${why} as it committed: the commit landed`, { budgetSeconds: this.options.onStopTimeoutSeconds });
+          return this.report("on-stop", unwound.outcome);
+        }
+        const what =
+          unwound === null
+            ? "abandoned before its commit, nothing partial was written; changes since the newest snapshot are not in the store"
+            : `abandoned, still unwinding after ${UNWIND_MS / 1000}s: a manifest write in flight lands whole or not at all (GET /backups shows which), nothing partial is visible; changes since the newest snapshot may not be in the store`;
+        this.log("error", `on-stop backup ${why}: ${what}`, { budgetSeconds: this.options.onStopTimeoutSeconds });
         return { outcome: "timeout", error: why };
       }
       return this.report("on-stop", first);

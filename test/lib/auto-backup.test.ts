@@ -231,4 +231,42 @@ describe("the on-stop backup", () => {
     expect(await snapshots()).toEqual([]);
     expect((await service.backup()).skipped).toBe(false);
   });
+
+  it("out of time with its manifest write in flight: the commit lands, and the log and the answer say so", async () => {
+    // A store whose manifest write waits until the test lets it through: the budget runs
+    // out after the commit has begun, and the write then completes while the backup unwinds.
+    const inner = memoryStorage();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let manifestWriteStarted = false;
+    const slow: Storage = {
+      driver: inner.driver,
+      capabilities: inner.capabilities,
+      put: async (key, body) => {
+        if (key.startsWith("snapshots/")) {
+          manifestWriteStarted = true;
+          await gate;
+        }
+        return inner.put(key, body);
+      },
+      putIfAbsent: (key, body) => inner.putIfAbsent(key, body),
+      get: (key) => inner.get(key),
+      head: (key) => inner.head(key),
+      list: (prefix) => inner.list(prefix),
+      delete: (key) => inner.delete(key),
+    };
+    const { auto, write, snapshots, logs } = setup({ storage: slow, onStopTimeoutSeconds: 0.5, intervalSeconds: 3600 });
+    auto.start();
+    await write(50);
+    const stopping = auto.backupOnStop();
+    await vi.waitFor(() => expect(manifestWriteStarted).toBe(true), { timeout: 10_000, interval: 10 });
+    await new Promise((r) => setTimeout(r, 700)); // past the 0.5 s budget, within the unwind
+    release();
+    const result = await stopping;
+    const [committed] = await snapshots();
+    expect(committed).toBeDefined();
+    expect(result).toEqual({ outcome: "committed", snapshot: committed });
+    expect(logs.some((l) => /nothing partial was written/.test(l.message))).toBe(false);
+    expect(logs.some((l) => l.level === "warn" && /on-stop backup ran out of BACKUP_ON_STOP_TIMEOUT \(0.5s\) as it committed/.test(l.message))).toBe(true);
+  });
 });
