@@ -1,7 +1,7 @@
 /**
  * Restore images (issue 16): cold start to `/ready` with an image vs with a logical restore.
  *
- *   npm run bench:images [-- --records N] [--large] [--dim D] [--out FILE]
+ *   npm run bench:images [-- --records N] [--large] [--dim D] [--out FILE] [--rss-trace]
  *
  * `--large` is `--records 100000`. What it does, on the benchmark's data (bench/dataset.ts,
  * 384 dimensions by default):
@@ -17,6 +17,8 @@
  * 5. makes images through the service (`POST /backups/:id/image`, RESTORE_ON_START=never):
  *    the first image of A (a logical restore into a scratch Chroma, then the upload) in a
  *    store holding A alone, then the image of B from it; the peak RSS of each service process.
+ * `--rss-trace` prints, for each service started, its resident set (sampled every 50 ms) at
+ * each of its log lines, to see which step grew it.
  * Prints the ratios of the issue's table and writes them as JSON (--out, default
  * bench/results/images-<records>.json).
  */
@@ -42,24 +44,26 @@ import { collectionSpecs, generateCollections, loadCorpus, rest, seedCollection,
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 
-function args(): { records: number; dim: number; out: string | null } {
+function args(): { records: number; dim: number; out: string | null; rssTrace: boolean } {
   const argv = process.argv.slice(2);
   let records = 20_000;
   let dim = 384;
   let out: string | null = null;
+  let rssTrace = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--records") records = Number(argv[++i]);
     else if (a === "--large") records = 100_000;
     else if (a === "--dim") dim = Number(argv[++i]);
     else if (a === "--out") out = argv[++i]!;
-    else if (a !== "--") throw new Error(`unknown option ${a} (--records N, --large, --dim D, --out FILE)`);
+    else if (a === "--rss-trace") rssTrace = true;
+    else if (a !== "--") throw new Error(`unknown option ${a} (--records N, --large, --dim D, --out FILE, --rss-trace)`);
   }
   if (!Number.isInteger(records) || records < 100) throw new Error("--records needs a whole number of at least 100");
-  return { records, dim, out };
+  return { records, dim, out, rssTrace };
 }
 
-const { records: RECORDS, dim: DIM, out: OUT } = args();
+const { records: RECORDS, dim: DIM, out: OUT, rssTrace: RSS_TRACE } = args();
 const TOKEN = "bench-images-token";
 const work = await mkdtemp(join(tmpdir(), "bench-images-"));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -98,6 +102,8 @@ interface Service {
   exited(): boolean;
   /** Its peak resident set so far (VmHWM), in MB. */
   peakRssMb(): Promise<number>;
+  /** Where the peak fell, from VmRSS sampled every 50 ms: the service's last log line before it. */
+  peakDuring(): string;
   stop(): Promise<void>;
 }
 
@@ -113,9 +119,30 @@ async function startService(name: string, backupDir: string, env: Record<string,
   child.stderr.on("data", (b: Buffer) => (out += b.toString()));
   let exited = false;
   child.once("exit", () => (exited = true));
+  let sampled = { rss: 0, at: 0 };
+  const samples: { rss: number; at: number }[] = [];
+  const sampler = setInterval(() => {
+    readFile(`/proc/${child.pid}/status`, "utf8").then(
+      (status) => {
+        const rss = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1]) / 1024;
+        samples.push({ rss, at: Date.now() });
+        if (rss > sampled.rss) sampled = { rss, at: Date.now() };
+      },
+      () => {},
+    );
+  }, 50);
   return {
     port,
     pid: child.pid!,
+    peakDuring() {
+      const lines = out.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { time?: string; message?: string });
+      const before = lines.filter((l) => l.time && Date.parse(l.time) <= sampled.at).pop();
+      const trace = lines
+        .filter((l) => l.time)
+        .map((l) => `${samples.filter((x) => x.at <= Date.parse(l.time!)).reduce((m, x) => Math.max(m, x.rss), 0).toFixed(0)} MB ${String(l.message).slice(0, 60)}`);
+      if (RSS_TRACE) console.log(trace.join("\n"));
+      return `${sampled.rss.toFixed(0)} MB sampled, after "${before?.message ?? "(no log line yet)"}"`;
+    },
     output: () => out,
     exited: () => exited,
     async peakRssMb() {
@@ -123,6 +150,7 @@ async function startService(name: string, backupDir: string, env: Record<string,
       return Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1]) / 1024;
     },
     async stop() {
+      clearInterval(sampler);
       try {
         process.kill(-child.pid!, "SIGKILL"); // the lifeline takes its Chroma down with it
       } catch {
@@ -157,6 +185,7 @@ async function coldStart(name: string, backupDir: string, images: boolean): Prom
     await untilReady(service);
     const readyMs = performance.now() - started;
     const peakRssMb = await service.peakRssMb();
+    console.log(`  ${name}: peak RSS ${peakRssMb.toFixed(0)} MB; ${service.peakDuring()}`);
     const lines = service.output().split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
     const image = lines.find((l) => l.message === "startup restore: restored from an image") ?? null;
     if (images && !image) throw new Error(`${name}: the image was not used:\n${lines.filter((l) => /image|logically/.test(String(l.message))).map((l) => JSON.stringify(l)).join("\n")}`);
@@ -187,7 +216,9 @@ async function makeImageThroughService(name: string, backupDir: string, snapshot
     const body = (await res.json()) as { image?: { bytes: number }; uploadedBytes?: number; drill?: { ok: boolean } };
     const ms = performance.now() - started;
     if (!res.ok || !body.drill?.ok) throw new Error(`${name}: POST /backups/${snapshot}/image answered ${res.status} ${JSON.stringify(body).slice(0, 2000)}`);
-    return { ms, peakRssMb: await service.peakRssMb(), readyRssMb, uploadedBytes: body.uploadedBytes!, bytes: body.image!.bytes };
+    const peakRssMb = await service.peakRssMb();
+    console.log(`  ${name}: peak RSS ${peakRssMb.toFixed(0)} MB; ${service.peakDuring()}`);
+    return { ms, peakRssMb, readyRssMb, uploadedBytes: body.uploadedBytes!, bytes: body.image!.bytes };
   } finally {
     await service.stop();
   }
