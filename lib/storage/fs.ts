@@ -30,6 +30,11 @@ const WHOLE_READ_MAX = 16 * 1024 * 1024;
  * (or linked) into place, so an open file never changes. Its own buffer, exactly its size:
  * a caller may transfer it.
  */
+async function readToEnd(handle: FileHandle): Promise<Uint8Array> {
+  const buffer = await handle.readFile();
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+}
+
 async function readWhole(handle: FileHandle, size: number): Promise<Uint8Array> {
   const buffer = Buffer.allocUnsafeSlow(size);
   let filled = 0;
@@ -205,12 +210,14 @@ export function fsStorage(root: string): Storage {
       const path = pathOf("get", key);
       try {
         const handle = await open(path, "r");
-        const { size } = await handle.stat();
+        const info = await handle.stat();
+        const { size } = info;
         if (size <= WHOLE_READ_MAX) {
           // A chunk-sized file in one read: far less overhead than a stream of 256 KiB reads.
           let bytes: Uint8Array;
           try {
-            bytes = await readWhole(handle, size);
+            // Not a regular file (a FIFO, a device: its stat says 0 bytes): read to its end.
+            bytes = info.isFile() ? await readWhole(handle, size) : await readToEnd(handle);
           } finally {
             await handle.close();
           }

@@ -165,6 +165,31 @@ describe("scheduled backups", () => {
   });
 });
 
+/** A memory store whose puts under `prefix` wait until `release()`; `held()`: one is waiting (or has). */
+function gatedPuts(prefix: string): { inner: Storage; slow: Storage; release: () => void; held: () => boolean } {
+  const inner = memoryStorage();
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let held = false;
+  const slow: Storage = {
+    driver: inner.driver,
+    capabilities: inner.capabilities,
+    put: async (key, body) => {
+      if (key.startsWith(prefix)) {
+        held = true;
+        await gate;
+      }
+      return inner.put(key, body);
+    },
+    putIfAbsent: (key, body) => inner.putIfAbsent(key, body),
+    get: (key) => inner.get(key),
+    head: (key) => inner.head(key),
+    list: (prefix) => inner.list(prefix),
+    delete: (key) => inner.delete(key),
+  };
+  return { inner, slow, release, held: () => held };
+}
+
 describe("the on-stop backup", () => {
   it("protects changes made right before the stop; with none, it asks nothing of Chroma", async () => {
     const { auto, service, write, snapshots } = setup({ intervalSeconds: 3600 });
@@ -201,22 +226,7 @@ describe("the on-stop backup", () => {
 
   it("out of time: abandoned before its commit, nothing partial is left visible, the lock is let go", async () => {
     // A store whose chunk uploads wait until the test lets them through (a slow store).
-    const inner = memoryStorage();
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const slow: Storage = {
-      driver: inner.driver,
-      capabilities: inner.capabilities,
-      put: async (key, body) => {
-        if (key.startsWith("chunks/")) await gate;
-        return inner.put(key, body);
-      },
-      putIfAbsent: (key, body) => inner.putIfAbsent(key, body),
-      get: (key) => inner.get(key),
-      head: (key) => inner.head(key),
-      list: (prefix) => inner.list(prefix),
-      delete: (key) => inner.delete(key),
-    };
+    const { inner, slow, release } = gatedPuts("chunks/");
     const { auto, service, write, snapshots, logs } = setup({ storage: slow, onStopTimeoutSeconds: 0.5, intervalSeconds: 3600 });
     auto.start();
     await write(50);
@@ -235,31 +245,12 @@ describe("the on-stop backup", () => {
   it("out of time with its manifest write in flight: the commit lands, and the log and the answer say so", async () => {
     // A store whose manifest write waits until the test lets it through: the budget runs
     // out after the commit has begun, and the write then completes while the backup unwinds.
-    const inner = memoryStorage();
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let manifestWriteStarted = false;
-    const slow: Storage = {
-      driver: inner.driver,
-      capabilities: inner.capabilities,
-      put: async (key, body) => {
-        if (key.startsWith("snapshots/")) {
-          manifestWriteStarted = true;
-          await gate;
-        }
-        return inner.put(key, body);
-      },
-      putIfAbsent: (key, body) => inner.putIfAbsent(key, body),
-      get: (key) => inner.get(key),
-      head: (key) => inner.head(key),
-      list: (prefix) => inner.list(prefix),
-      delete: (key) => inner.delete(key),
-    };
+    const { slow, release, held } = gatedPuts("snapshots/");
     const { auto, write, snapshots, logs } = setup({ storage: slow, onStopTimeoutSeconds: 0.5, intervalSeconds: 3600 });
     auto.start();
     await write(50);
     const stopping = auto.backupOnStop();
-    await vi.waitFor(() => expect(manifestWriteStarted).toBe(true), { timeout: 10_000, interval: 10 });
+    await vi.waitFor(() => expect(held()).toBe(true), { timeout: 10_000, interval: 10 });
     await new Promise((r) => setTimeout(r, 700)); // past the 0.5 s budget, within the unwind
     release();
     const result = await stopping;

@@ -50,7 +50,7 @@ const COLLECTIONS: CollectionSpec[] = [0, 1, 2, 3].map((k) => ({ name: `col${k}`
 const BACKUP_KILLS = 20;
 const RESTORE_KILLS = 6;
 const PRUNE_KILLS = 8;
-const ORPHAN_CHUNKS = 500;
+const ORPHAN_CHUNKS = 1000; // a sweep long enough that kills land in it (with 500, one CI run had 5 of 8 land after the answer)
 const rand = mulberry32(Number(process.env.CRASH_SEED ?? 4242)); // CRASH_SEED=n for other kill points
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -414,7 +414,7 @@ describe("SIGKILL of the service process", () => {
       await spareReady();
       const { answered, killedAt } = await postThenKill(current, "/restore", target, delay);
       const next = takeProcess(backupDir);
-      await sleep(300); // requests the dead process had sent reach Chroma
+      await sleep(1000); // requests the dead process had sent reach Chroma (300 ms once let a late "create the aside" land after the rerun's sweep)
 
       // Never half restored: the old collection, the snapshot's, or (between the drop and
       // the rename, which Chroma cannot do atomically) gone with the whole new one aside.
