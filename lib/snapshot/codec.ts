@@ -63,10 +63,12 @@ export const INFLATE_STEP = 16 * 1024;
 
 /**
  * Input per step on a pool thread (Node only, not a 128 MB Worker): a bomb's one step
- * writes at most 64 KiB x 1032 = ~66 MB there. A few percent less CPU than INFLATE_STEP
- * (the figures above: 11.7 against 12.4 ms).
+ * writes at most 32 KiB x 1032 = ~33 MB there (fflate may double its buffer to hold it).
+ * 64 KiB steps cost no less CPU (`npx tsx bench/codec.ts`, session 7: 15.6 ms either way
+ * on the 1.9 MB text) and let one step of a bomb grow the process by ~64 MiB
+ * (test/reliability/format-attacks.test.ts measured +64.4 MiB once).
  */
-export const THREAD_INFLATE_STEP = 64 * 1024;
+export const THREAD_INFLATE_STEP = 32 * 1024;
 
 /** Below this claimed size a section inflates on the calling thread even in Node: the round trip to a pool thread would cost more. */
 const POOL_MIN_INFLATED = 64 * 1024;

@@ -30,11 +30,6 @@ const WHOLE_READ_MAX = 16 * 1024 * 1024;
  * (or linked) into place, so an open file never changes. Its own buffer, exactly its size:
  * a caller may transfer it.
  */
-async function readToEnd(handle: FileHandle): Promise<Uint8Array> {
-  const buffer = await handle.readFile();
-  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-}
-
 async function readWhole(handle: FileHandle, size: number): Promise<Uint8Array> {
   const buffer = Buffer.allocUnsafeSlow(size);
   let filled = 0;
@@ -44,6 +39,12 @@ async function readWhole(handle: FileHandle, size: number): Promise<Uint8Array> 
     filled += bytesRead;
   }
   return new Uint8Array(buffer.buffer, buffer.byteOffset, filled);
+}
+
+/** A file whose stat says nothing of its length (a FIFO, a device), read until it ends. */
+async function readToEnd(handle: FileHandle): Promise<Uint8Array> {
+  const buffer = await handle.readFile();
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
 }
 
 export function fsStorage(root: string): Storage {

@@ -306,7 +306,7 @@ describe("a deflate bomb inside a chunk with a valid name and header", () => {
       expect(cost.rssGrowth).toBeLessThan(64 * MiB);
       expect(cost.peakGrowth).toBeLessThan(64 * MiB);
       // Inflation stops at the claim: the step that passes it is the last (a full pass over the
-      // ~1 MB stream would feed 16 steps of 64 KiB or 64 of 16 KiB, and took ~5 s).
+      // ~1 MB stream would feed 32 steps of 32 KiB or 64 of 16 KiB, and took ~5 s).
       expect(cost.steps).toBe(1);
     }
   }, 60_000);
