@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { link, mkdir, open, opendir, readdir, rename, rm, stat, statfs, unlink, type FileHandle } from "node:fs/promises";
-import { Buffer } from "node:buffer";
+import { link, mkdir, open, opendir, readdir, rename, rm, stat, statfs, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { notFound, StorageError, type StorageOperation } from "./errors.js";
@@ -20,32 +19,6 @@ const STALE_TEMP_MS = 60 * 60 * 1000;
  */
 /** Files up to this size are read whole by `get` (memory stays bounded by it). */
 const WHOLE_READ_MAX = 16 * 1024 * 1024;
-
-/**
- * A file of `size` bytes by its stat, read whole with reads of exactly that: 4 thread-pool
- * round trips a get (open, stat, read, close) where `handle.readFile()` takes 6 (it stats
- * again and reads once more to find the end). An image's cold start gets ~20,000 chunks of
- * ~16 KiB: a 502 MB image of 23,741 chunks downloaded from an fs store in 8.0 s before,
- * 6.9 s after. The stat is the file's size: every write here goes to a temp file renamed
- * (or linked) into place, so an open file never changes. Its own buffer, exactly its size:
- * a caller may transfer it.
- */
-async function readWhole(handle: FileHandle, size: number): Promise<Uint8Array> {
-  const buffer = Buffer.allocUnsafeSlow(size);
-  let filled = 0;
-  while (filled < size) {
-    const { bytesRead } = await handle.read(buffer, filled, size - filled, filled);
-    if (bytesRead === 0) break;
-    filled += bytesRead;
-  }
-  return new Uint8Array(buffer.buffer, buffer.byteOffset, filled);
-}
-
-/** A file whose stat says nothing of its length (a FIFO, a device), read until it ends. */
-async function readToEnd(handle: FileHandle): Promise<Uint8Array> {
-  const buffer = await handle.readFile();
-  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-}
 
 export function fsStorage(root: string): Storage {
   const driver = "fs";
@@ -211,14 +184,13 @@ export function fsStorage(root: string): Storage {
       const path = pathOf("get", key);
       try {
         const handle = await open(path, "r");
-        const info = await handle.stat();
-        const { size } = info;
+        const { size } = await handle.stat();
         if (size <= WHOLE_READ_MAX) {
           // A chunk-sized file in one read: far less overhead than a stream of 256 KiB reads.
           let bytes: Uint8Array;
           try {
-            // Not a regular file (a FIFO, a device: its stat says 0 bytes): read to its end.
-            bytes = info.isFile() ? await readWhole(handle, size) : await readToEnd(handle);
+            const buffer = await handle.readFile();
+            bytes = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
           } finally {
             await handle.close();
           }
