@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { bearerAuth } from "./auth.js";
 import { errorBody, errorResponse } from "./errors.js";
+import { healthBody } from "./health.js";
 
 /**
  * What the service answers while it starts, before the backup API exists: the embedded
@@ -11,7 +12,7 @@ import { errorBody, errorResponse } from "./errors.js";
  */
 export function createStartingApp(deps: { token: string; version: string; reason: () => string }): Hono {
   const app = new Hono();
-  app.get("/health", (c) => c.json({ ok: true, version: deps.version }));
+  app.get("/health", (c) => c.json(healthBody(deps.version)));
   app.get("/ready", (c) => c.json({ ready: false, reason: deps.reason() }, 503));
   app.use("*", bearerAuth(() => deps.token));
   app.all("*", (c) => {
