@@ -13,6 +13,7 @@ import { chunkKey, sha256Hex } from "../../lib/snapshot/chunk.js";
 import { ManifestKeys } from "../../lib/snapshot/signing.js";
 import { fsStorage } from "../../lib/storage/fs.js";
 import { memoryStorage } from "../../lib/storage/memory.js";
+import { readAll } from "../../lib/storage/streams.js";
 import { s3Storage } from "../../lib/storage/s3.js";
 import type { Storage } from "../../lib/storage/types.js";
 import { addRecords, collectionId, createCollection, dumpCollection, makeRecords } from "../fixtures/dataset.js";
@@ -28,6 +29,21 @@ let work: string;
 let chromaDir: string;
 let dumped: string;
 let chromaVersion: string;
+
+/** Damages a stored chunk in place: byte `at` XOR `mask`. */
+async function flipBits(storage: Storage, hash: string, at: number, mask: number): Promise<void> {
+  const bytes = await readAll(await storage.get(chunkKey(hash)));
+  bytes[at] = bytes[at]! ^ mask;
+  await storage.put(chunkKey(hash), bytes);
+}
+
+/** The download fails with ImageCorruptError naming `hash`, and leaves nothing in `parent`. */
+async function expectRefusedFor(hash: string, download: Promise<void>, parent: string): Promise<void> {
+  const err = await download.catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(ImageCorruptError);
+  expect((err as ImageCorruptError).chunk).toBe(hash);
+  expect(await readdir(parent)).toEqual([]);
+}
 
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), "images-store-"));
@@ -149,16 +165,11 @@ describe("restore images of a real Chroma data directory", () => {
 
     it("a damaged chunk: ImageCorruptError naming it, target absent, no temp folder left", async () => {
       const damaged = memoryStorage();
-      for await (const info of storage.list("")) await damaged.put(info.key, new Uint8Array(await new Response(await storage.get(info.key)).arrayBuffer()));
+      for await (const info of storage.list("")) await damaged.put(info.key, await readAll(await storage.get(info.key)));
       const victim = manifest.files.find((f) => f.path === "chroma.sqlite3")!.chunks[3]!;
-      const bytes = new Uint8Array(await new Response(await damaged.get(chunkKey(victim.hash))).arrayBuffer());
-      bytes[10] = bytes[10]! ^ 0xff;
-      await damaged.put(chunkKey(victim.hash), bytes);
+      await flipBits(damaged, victim.hash, 10, 0xff);
       const parent = join(work, "damaged");
-      const err = await downloadImage(damaged, manifest, join(parent, "data")).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(ImageCorruptError);
-      expect((err as ImageCorruptError).chunk).toBe(victim.hash);
-      expect(await readdir(parent)).toEqual([]);
+      await expectRefusedFor(victim.hash, downloadImage(damaged, manifest, join(parent, "data")), parent);
 
       await damaged.delete(chunkKey(victim.hash));
       await expect(downloadImage(damaged, manifest, join(parent, "data"))).rejects.toThrow(/missing from the store/);
@@ -239,7 +250,7 @@ describe("image manifests", () => {
     await uploadImage(storage, dir, meta(SNAP_B));
     expect((await readImage(storage, SNAP_A, keys)).snapshot).toBe(SNAP_A);
     await expect(readImage(storage, SNAP_B, keys)).rejects.toThrow(/not signed/);
-    const text = new TextDecoder().decode(new Uint8Array(await new Response(await storage.get(`images/${SNAP_A}.json`)).arrayBuffer()));
+    const text = new TextDecoder().decode(await readAll(await storage.get(`images/${SNAP_A}.json`)));
     await storage.put(`images/${SNAP_A}.json`, new TextEncoder().encode(text.replace('"bytes":7', '"bytes":8')));
     await expect(readImage(storage, SNAP_A)).rejects.toThrow(ImageCorruptError);
     expect((await listImages(storage)).map((m) => m.snapshot)).toEqual([SNAP_B]);
@@ -282,14 +293,9 @@ describe("image format 2: chunks that deflate poorly are stored raw", () => {
     const storage = memoryStorage();
     const { manifest } = await uploadImage(storage, dir, meta(SNAP_A));
     const victim = manifest.files.find((f) => f.path === "noise.bin")!.chunks[1]!;
-    const bytes = new Uint8Array(await new Response(await storage.get(chunkKey(victim.hash))).arrayBuffer());
-    bytes[100] = bytes[100]! ^ 0x01;
-    await storage.put(chunkKey(victim.hash), bytes);
+    await flipBits(storage, victim.hash, 100, 0x01);
     const parent = join(work, "raw-damaged");
-    const err = await downloadImage(storage, manifest, join(parent, "data")).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(ImageCorruptError);
-    expect((err as ImageCorruptError).chunk).toBe(victim.hash);
-    expect(await readdir(parent)).toEqual([]);
+    await expectRefusedFor(victim.hash, downloadImage(storage, manifest, join(parent, "data")), parent);
   });
 
   it("refuses a raw chunk whose stored size is not its size, and a format 1 manifest that marks one raw", async () => {
