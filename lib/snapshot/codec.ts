@@ -124,11 +124,12 @@ export interface InflateOptions {
 }
 
 /**
- * Tasks queued on the pool past which a helpWhenBusy caller inflates on its own thread.
- * Verifying the bench's 20,000 records (80 sections, 6 chunks in flight) in a warm
- * process, best of 5: every section on the pool 250-270 ms; a backlog of 1: 262, 3: 206,
- * 6: 180-190, 8: 179, 10: 225. (A fresh process pays ~250 ms more whatever the split:
- * fflate's code is compiled on both threads while the first sections inflate.)
+ * Tasks queued on the pool past which a helpWhenBusy caller inflates on its own thread:
+ * 6, one chunk's two sections for each of verify's 6 chunks in flight. `npx tsx
+ * bench/verify-floor.ts` runs verify's loop over the bench's 20,000 records (74 sections)
+ * in a warm process: 252-258 ms with every section on the pool, 160-173 ms so. (A fresh
+ * process pays ~250 ms more whatever the split: fflate's code is compiled on both threads
+ * while the first sections inflate.)
  */
 const POOL_BACKLOG = 6;
 
